@@ -1,0 +1,270 @@
+"""Settings, built once from the environment at start-up.
+
+Every problem is reported as one ``ConfigError`` line that names the variable
+and what is wrong with it, never the value: values here are secrets.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from server.crypto import KeyConfigError, Keyring
+from server.domain.enums import AppType
+from server.github import GitHubApp
+
+DEFAULT_SQLITE_PATH = Path("data") / "ghvault.sqlite"
+ENVIRONMENTS = ("development", "production")
+JWT_ALGORITHMS_FOR_PUBLIC_KEYS = ("RS256", "ES256")
+
+
+class ConfigError(Exception):
+    """A missing or malformed setting; the message is safe to print."""
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Where the data lives: a SQLite file or a PostgreSQL DSN."""
+
+    engine: str  # "sqlite" | "postgres"
+    sqlite_path: Path | None = None
+    postgres_dsn: str | None = field(default=None, repr=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine == "sqlite"
+
+
+@dataclass(frozen=True)
+class JwtConfig:
+    secret: bytes | None = field(default=None, repr=False)
+    public_key: str | None = field(default=None, repr=False)
+    issuer: str | None = None
+    audience: str | None = None
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        return ("HS256",) if self.secret is not None else JWT_ALGORITHMS_FOR_PUBLIC_KEYS
+
+
+@dataclass(frozen=True)
+class GraphQLLimits:
+    max_depth: int = 12
+    max_aliases: int = 30
+    max_tokens: int = 2000
+    max_body_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseConfig
+    keyring: Keyring = field(repr=False)
+    jwt: JwtConfig = field(repr=False)
+    github_apps: Mapping[AppType, GitHubApp] = field(default_factory=dict, repr=False)
+    github_webhook_secrets: Mapping[AppType, bytes] = field(default_factory=dict, repr=False)
+    github_oauth_base_url: str = "https://github.com"
+    github_api_base_url: str = "https://api.github.com"
+    github_timeout_seconds: float = 10.0
+    environment: str = "development"
+    graphiql_enabled: bool = True
+    graphql_limits: GraphQLLimits = GraphQLLimits()
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Read and check every setting; raise ConfigError on the first problem."""
+        reader = _EnvReader(env)
+        environment = reader.choice("GHVAULT_ENV", ENVIRONMENTS, default="development")
+        is_production = environment == "production"
+        jwt = _jwt_config(reader)
+        keyring = _keyring(reader)
+        github_apps, webhook_secrets = _github_apps(reader)
+        _refuse_reused_secrets(keyring, jwt, webhook_secrets, github_apps)
+        return cls(
+            database=parse_database_url(reader.get("DATABASE_URL")),
+            keyring=keyring,
+            jwt=jwt,
+            github_apps=github_apps,
+            github_webhook_secrets=webhook_secrets,
+            github_oauth_base_url=reader.url("GITHUB_OAUTH_BASE_URL", "https://github.com"),
+            github_api_base_url=reader.url("GITHUB_API_BASE_URL", "https://api.github.com"),
+            github_timeout_seconds=reader.number("GITHUB_TIMEOUT_SECONDS", 10.0, low=0.1),
+            environment=environment,
+            graphiql_enabled=reader.flag("GRAPHIQL_ENABLED", default=not is_production),
+            graphql_limits=GraphQLLimits(
+                max_depth=int(reader.number("GRAPHQL_MAX_DEPTH", 12, low=2)),
+                max_aliases=int(reader.number("GRAPHQL_MAX_ALIASES", 30, low=1)),
+                max_tokens=int(reader.number("GRAPHQL_MAX_TOKENS", 2000, low=50)),
+                max_body_bytes=int(reader.number("GRAPHQL_MAX_BODY_BYTES", 64 * 1024, low=1024)),
+            ),
+            host=reader.get("HOST") or "127.0.0.1",
+            port=int(reader.number("PORT", 8080, low=0, high=65535)),
+        )
+
+
+def parse_database_url(url: str | None) -> DatabaseConfig:
+    """``sqlite:///relative/path``, ``sqlite:////absolute/path`` or ``postgres://...``."""
+    if not url:
+        return DatabaseConfig(engine="sqlite", sqlite_path=DEFAULT_SQLITE_PATH)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- urlsplit checks the port lazily
+    except ValueError:
+        raise ConfigError("DATABASE_URL is not a valid URL") from None
+    if parts.scheme == "sqlite":
+        if parts.netloc or not parts.path.startswith("/") or parts.path == "/":
+            raise ConfigError(
+                "DATABASE_URL must look like sqlite:///relative/path.sqlite "
+                "or sqlite:////absolute/path.sqlite"
+            )
+        return DatabaseConfig(engine="sqlite", sqlite_path=Path(parts.path[1:]))
+    if parts.scheme in ("postgres", "postgresql"):
+        if not parts.hostname or parts.path in ("", "/"):
+            raise ConfigError("DATABASE_URL must name a host and a database: postgres://host/db")
+        return DatabaseConfig(engine="postgres", postgres_dsn=url)
+    raise ConfigError("DATABASE_URL must start with sqlite:/// or postgres://")
+
+
+class _EnvReader:
+    """Typed access to the environment with one-line, value-free errors."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def get(self, name: str) -> str | None:
+        value = self._env.get(name, "").strip()
+        return value or None
+
+    def choice(self, name: str, allowed: tuple[str, ...], *, default: str) -> str:
+        value = self.get(name) or default
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of: {', '.join(allowed)}")
+        return value
+
+    def flag(self, name: str, *, default: bool) -> bool:
+        value = self.get(name)
+        if value is None:
+            return default
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false")
+
+    def number(self, name: str, default: float, *, low: float, high: float | None = None) -> float:
+        value = self.get(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number") from None
+        if number < low or (high is not None and number > high):
+            upper = f" and at most {high:g}" if high is not None else ""
+            raise ConfigError(f"{name} must be at least {low:g}{upper}")
+        return number
+
+    def url(self, name: str, default: str) -> str:
+        value = self.get(name) or default
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"{name} must be an http(s) URL")
+        return value.rstrip("/")
+
+
+def _jwt_config(reader: _EnvReader) -> JwtConfig:
+    secret = reader.get("AUTH_JWT_SECRET")
+    public_key = reader.get("AUTH_JWT_PUBLIC_KEY")
+    if secret and public_key:
+        raise ConfigError("set only one of AUTH_JWT_SECRET and AUTH_JWT_PUBLIC_KEY")
+    if not secret and not public_key:
+        raise ConfigError("AUTH_JWT_SECRET (or AUTH_JWT_PUBLIC_KEY) is not set")
+    if secret is not None and len(secret.encode()) < 32:
+        raise ConfigError("AUTH_JWT_SECRET must be at least 32 bytes long")
+    if public_key is not None and "-----BEGIN PUBLIC KEY-----" not in public_key:
+        raise ConfigError("AUTH_JWT_PUBLIC_KEY must be a PEM public key")
+    return JwtConfig(
+        secret=secret.encode() if secret else None,
+        public_key=public_key,
+        issuer=reader.get("AUTH_JWT_ISSUER"),
+        audience=reader.get("AUTH_JWT_AUDIENCE"),
+    )
+
+
+def _keyring(reader: _EnvReader) -> Keyring:
+    try:
+        return Keyring.from_env_values(
+            reader.get("USER_GH_APP_TOKEN_ENCRYPTION_KEY"),
+            reader.get("USER_GH_APP_TOKEN_ENCRYPTION_KEYS_RETIRED"),
+        )
+    except KeyConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _github_apps(
+    reader: _EnvReader,
+) -> tuple[dict[AppType, GitHubApp], dict[AppType, bytes]]:
+    apps: dict[AppType, GitHubApp] = {}
+    webhook_secrets: dict[AppType, bytes] = {}
+    for app_type, suffix in ((AppType.STANDARD, ""), (AppType.LITE, "_LITE")):
+        client_id = reader.get(f"GITHUB_APP_CLIENT_ID{suffix}")
+        client_secret = reader.get(f"GITHUB_APP_CLIENT_SECRET{suffix}")
+        if bool(client_id) != bool(client_secret):
+            raise ConfigError(
+                f"GITHUB_APP_CLIENT_ID{suffix} and GITHUB_APP_CLIENT_SECRET{suffix} "
+                "must be set together"
+            )
+        if client_id and client_secret:
+            apps[app_type] = GitHubApp(
+                app_type=app_type.value, client_id=client_id, client_secret=client_secret
+            )
+        webhook_secret = reader.get(f"GITHUB_APP_WEBHOOK_SECRET{suffix}")
+        if webhook_secret:
+            webhook_secrets[app_type] = webhook_secret.encode()
+    return apps, webhook_secrets
+
+
+def _refuse_reused_secrets(
+    keyring: Keyring,
+    jwt: JwtConfig,
+    webhook_secrets: Mapping[AppType, bytes],
+    github_apps: Mapping[AppType, GitHubApp],
+) -> None:
+    """The encryption key is dedicated: one leaked secret must not open the vault."""
+    others: list[tuple[str, bytes]] = []
+    if jwt.secret is not None:
+        others.append(("AUTH_JWT_SECRET", jwt.secret))
+    suffix = {AppType.STANDARD: "", AppType.LITE: "_LITE"}
+    for app_type, secret in webhook_secrets.items():
+        others.append((f"GITHUB_APP_WEBHOOK_SECRET{suffix[app_type]}", secret))
+    for app_type, app in github_apps.items():
+        others.append((f"GITHUB_APP_CLIENT_SECRET{suffix[app_type]}", app.client_secret.encode()))
+    for name, secret in others:
+        candidates = [secret]
+        decoded = _b64_or_none(secret)
+        if decoded is not None:
+            candidates.append(decoded)
+        if any(keyring.contains_secret(candidate) for candidate in candidates):
+            raise ConfigError(
+                f"USER_GH_APP_TOKEN_ENCRYPTION_KEY must be a dedicated key: it equals {name}"
+            )
+
+
+def _b64_or_none(value: bytes) -> bytes | None:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            return base64.urlsafe_b64decode(value)
+        except (binascii.Error, ValueError):
+            return None
+

@@ -1,0 +1,65 @@
+"""The vocabulary shared by storage, domain and API.
+
+Values are what the database stores; the GraphQL layer exposes the member
+names (``STANDARD``, ``USER_REVOKED``, ...).
+"""
+
+from enum import StrEnum
+
+
+class AppType(StrEnum):
+    STANDARD = "standard"
+    LITE = "lite"
+
+
+class Role(StrEnum):
+    USER = "user"
+    ADMIN = "admin"
+    SERVICE = "service"
+
+
+class TokenKind(StrEnum):
+    ACCESS = "access"
+    REFRESH = "refresh"
+
+
+class RevocationReason(StrEnum):
+    USER_REVOKED = "user_revoked"
+    REFRESH_FAILED = "refresh_failed"
+    ADMIN = "admin"
+
+
+class TokenState(StrEnum):
+    NOT_CONNECTED = "not_connected"
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REFRESH_EXPIRED = "refresh_expired"
+    REVOKED = "revoked"
+
+
+class AuditAction(StrEnum):
+    TOKEN_STORED = "token_stored"
+    TOKEN_REVOKED = "token_revoked"
+    TOKEN_REFRESHED = "token_refreshed"
+    TOKEN_REFRESH_FAILED = "token_refresh_failed"
+    TOKEN_CHECKED_OUT = "token_checked_out"
+    TOKEN_DISCONNECTED = "token_disconnected"
+    USER_PURGED = "user_purged"
+    KEYS_REWRAPPED = "keys_rewrapped"
+    GITHUB_WEBHOOK_REVOKED = "github_webhook_revoked"
+    TOKEN_DECRYPTION_FAILED = "token_decryption_failed"
+
+
+class ErrorCode(StrEnum):
+    NOT_FOUND = "not_found"
+    INVALID_INPUT = "invalid_input"
+    INVALID_TOKEN_FORMAT = "invalid_token_format"
+    ALREADY_CONNECTED_TO_ANOTHER_USER = "already_connected_to_another_user"
+    NOT_CONNECTED = "not_connected"
+    TOKEN_REVOKED = "token_revoked"
+    REFRESH_FAILED = "refresh_failed"
+    GITHUB_UNAVAILABLE = "github_unavailable"
+    INVALID_STATE = "invalid_state"
+    STATE_EXPIRED = "state_expired"
+    STATE_ALREADY_USED = "state_already_used"
+    ACCOUNT_MISMATCH = "account_mismatch"

@@ -1,0 +1,17 @@
+"""The Piccolo app: its tables and the top-level migrations folder."""
+
+from pathlib import Path
+
+from piccolo.conf.apps import AppConfig
+
+from server.tables import TABLES
+
+MIGRATIONS_FOLDER = Path(__file__).resolve().parent.parent / "piccolo_migrations"
+
+APP_CONFIG = AppConfig(
+    app_name="ghvault",
+    migrations_folder_path=str(MIGRATIONS_FOLDER),
+    table_classes=list(TABLES),
+    migration_dependencies=[],
+    commands=[],
+)
