@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import asyncpg
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction, TransactionType, dict_factory
+from piccolo.query.methods.select import Select
 
 from server.config import DatabaseConfig
 from server.tables import TABLES
@@ -161,14 +163,29 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.engine_type == "sqlite"
 
 
+def current_engine() -> Engine:
+    """The engine the tables are bound to."""
+    return TABLES[0]._meta.db
+
+
+def for_update(query: Select) -> Select:
+    """Lock the selected rows until the transaction ends (PostgreSQL).
+
+    SQLite has no row locks: there `write_transaction` already holds the
+    database write lock, which serializes the same critical sections.
+    """
+    return query if is_sqlite(current_engine()) else query.lock_rows()
+
+
 @asynccontextmanager
-async def write_transaction(engine: Engine) -> AsyncIterator[None]:
+async def write_transaction() -> AsyncIterator[None]:
     """A transaction that takes the write lock up front.
 
     On SQLite, BEGIN IMMEDIATE makes the lock-then-read-then-write sequences
     of the domain serialize across connections and processes, the role row
     locks (`FOR UPDATE`) play on PostgreSQL.
     """
+    engine = current_engine()
     if isinstance(engine, SQLiteEngine):
         async with engine.transaction(transaction_type=TransactionType.immediate):
             yield
@@ -182,4 +199,27 @@ async def ping(engine: Engine) -> None:
     await engine.run_ddl("SELECT 1")
 
 
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, OSError)
+def is_unique_violation(exc: BaseException) -> bool:
+    """A UNIQUE index refused the write (either engine)."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return "UNIQUE constraint failed" in str(exc)
+    return isinstance(exc, asyncpg.UniqueViolationError)
+
+
+async def erase_freed_pages() -> None:
+    """Make erased rows unrecoverable from the SQLite files.
+
+    secure_delete zeroes freed space in the database, but the write-ahead
+    log still holds earlier page images until a checkpoint: TRUNCATE copies
+    the log back and empties it. Readers in flight can make it report busy,
+    so it is retried briefly. PostgreSQL reclaims dead tuples with VACUUM,
+    which is the operator's schedule, not a request's.
+    """
+    engine = current_engine()
+    if not is_sqlite(engine):
+        return
+    for _ in range(50):
+        rows = await engine.run_ddl("PRAGMA wal_checkpoint(TRUNCATE)")
+        if not rows or not rows[0]["busy"]:
+            return
+        await asyncio.sleep(0.02)

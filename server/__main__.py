@@ -1,0 +1,159 @@
+"""The `ghvault` command (also `python -m server`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from server.config import ConfigError, Settings, parse_database_url
+from server.crypto import generate_key
+from server.domain.enums import Role
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEV_ENV_FILE = Path(".env.local")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        print(f"ghvault: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ghvault", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser("migrate", help="run every pending migration (forwards all)")
+    migrate.set_defaults(run=_migrate)
+
+    token = commands.add_parser("dev-token", help="mint a JWT from AUTH_JWT_SECRET")
+    token.add_argument("--sub", required=True, help="user or service id")
+    token.add_argument("--role", required=True, choices=[role.value for role in Role])
+    token.add_argument("--ttl", type=_duration, default=timedelta(hours=8), help="e.g. 30m, 8h, 7d")
+    token.add_argument("--email")
+    token.add_argument("--name")
+    token.set_defaults(run=_dev_token)
+
+    keys = commands.add_parser("keys", help="encryption keys")
+    key_commands = keys.add_subparsers(required=True, metavar="KEYS_COMMAND")
+    generate = key_commands.add_parser("generate", help="print a new 32-byte key (base64)")
+    generate.set_defaults(run=lambda _args: _print(generate_key()))
+
+    setup = commands.add_parser(
+        "dev-setup", help=f"write development secrets to {DEV_ENV_FILE} unless it exists"
+    )
+    setup.set_defaults(run=_dev_setup)
+
+    export = commands.add_parser("export-schema", help="print the GraphQL SDL")
+    export.set_defaults(run=_export_schema)
+    return parser
+
+
+def _print(text: str) -> int:
+    print(text)
+    return 0
+
+
+def _duration(text: str) -> timedelta:
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError("use a positive number with s, m, h or d, e.g. 8h")
+    return timedelta(**{units[unit]: int(number)})
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from server.app import create_app
+    from server.logs import RedactingAccessLogger, configure_logging
+
+    settings = Settings.from_env(os.environ)
+    configure_logging()
+    app = create_app(settings)
+    print(f"ghvault listening on http://{settings.host}:{settings.port}/graphql", flush=True)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log_class=RedactingAccessLogger,
+        print=None,
+    )
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    database = parse_database_url(os.environ.get("DATABASE_URL"))
+    if database.sqlite_path is not None:
+        database.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    # Piccolo finds its configuration (piccolo_conf.py) by import.
+    sys.path.insert(0, str(PROJECT_ROOT))
+    os.environ.setdefault("PICCOLO_CONF", "piccolo_conf")
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
+    result = asyncio.run(run_forwards(app_name="all"))
+    if not result.success:
+        print(f"ghvault: migration failed: {result.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _dev_token(args: argparse.Namespace) -> int:
+    from server.auth import mint_token
+    from server.clock import utc_now
+
+    settings = Settings.from_env(os.environ)
+    if settings.jwt.secret is None:
+        raise ConfigError("dev-token needs AUTH_JWT_SECRET (it cannot sign with a public key)")
+    extra = {key: value for key, value in (("email", args.email), ("name", args.name)) if value}
+    return _print(
+        mint_token(
+            settings.jwt.secret,
+            sub=args.sub,
+            role=Role(args.role),
+            now=utc_now(),
+            ttl=args.ttl,
+            issuer=settings.jwt.issuer,
+            audience=settings.jwt.audience,
+            extra=extra,
+        )
+    )
+
+
+def _dev_setup(args: argparse.Namespace) -> int:
+    if DEV_ENV_FILE.exists():
+        print(f"{DEV_ENV_FILE} exists; keeping it")
+        return 0
+    DEV_ENV_FILE.touch(mode=0o600)
+    DEV_ENV_FILE.write_text(
+        "# Development secrets for ghvault, generated by `ghvault dev-setup`. Never commit.\n"
+        f"USER_GH_APP_TOKEN_ENCRYPTION_KEY={generate_key()}\n"
+        f"AUTH_JWT_SECRET={secrets.token_urlsafe(48)}\n"
+        "GHVAULT_ENV=development\n"
+    )
+    print(f"wrote development secrets to {DEV_ENV_FILE}")
+    return 0
+
+
+def _export_schema(args: argparse.Namespace) -> int:
+    from server.graphql.schema import export_sdl
+
+    sys.stdout.write(export_sdl())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

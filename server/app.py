@@ -1,0 +1,132 @@
+"""create_app(settings) -> the aiohttp Application. Nothing happens at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from piccolo.engine.base import Engine
+from strawberry.aiohttp.views import GraphQLView
+
+from server import db
+from server.auth import AuthenticationError, authenticate
+from server.clock import Clock, utc_now
+from server.config import Settings
+from server.github import GitHubClient, new_client_session
+from server.graphql.context import Context
+from server.graphql.schema import create_schema
+
+logger = logging.getLogger("ghvault.app")
+
+READINESS_TIMEOUT_SECONDS = 1.0
+REQUEST_ID_HEADER = "X-Request-Id"
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+ENGINE = web.AppKey("engine", Engine)
+GITHUB = web.AppKey("github", GitHubClient)
+KNOWN_USERS = web.AppKey("known_users", set[str])
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class GhvaultGraphQLView(GraphQLView[Context, None]):
+    async def get_context(self, request: web.Request, response: web.StreamResponse) -> Context:
+        app = request.app
+        settings = app[SETTINGS]
+        principal = None
+        authorization = request.headers.get("Authorization")
+        if authorization:
+            try:
+                principal = authenticate(authorization, settings.jwt)
+            except AuthenticationError as exc:
+                logger.info("request %s: rejected credentials: %s", request["request_id"], exc)
+        return Context(
+            request=request,
+            response=response,
+            settings=settings,
+            clock=app[CLOCK],
+            request_id=request["request_id"],
+            principal=principal,
+            github=app.get(GITHUB),
+            known_users=app[KNOWN_USERS],
+        )
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request gets an id: in the response header, the logs and masked errors."""
+    request_id = uuid.uuid4().hex
+    request["request_id"] = request_id
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers[REQUEST_ID_HEADER] = request_id
+        raise
+    response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await asyncio.wait_for(db.ping(request.app[ENGINE]), READINESS_TIMEOUT_SECONDS)
+    except Exception as exc:  # noqa: BLE001 -- any failure means "not ready"
+        logger.warning("readiness check failed: %s", type(exc).__name__)
+        return web.json_response({"status": "unavailable", "database": False}, status=503)
+    return web.json_response({"status": "ready", "database": True})
+
+
+def _database_context(engine: Engine) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        db.bind_tables(engine)
+        await db.start(engine)
+        yield
+        await db.stop(engine)
+
+    return database
+
+
+async def _github_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with new_client_session(settings.github_timeout_seconds) as session:
+        app[GITHUB] = GitHubClient(
+            session,
+            oauth_base_url=settings.github_oauth_base_url,
+            api_base_url=settings.github_api_base_url,
+        )
+        yield
+
+
+def create_app(
+    settings: Settings, *, clock: Clock = utc_now, engine: Engine | None = None
+) -> web.Application:
+    """The ghvault application; `engine` and `clock` are injectable for tests."""
+    app = web.Application(
+        middlewares=[request_id_middleware],
+        client_max_size=settings.graphql_limits.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app[ENGINE] = engine or db.create_engine(settings.database)
+    app[KNOWN_USERS] = set()
+    app.cleanup_ctx.append(_database_context(app[ENGINE]))
+    app.cleanup_ctx.append(_github_context)
+
+    view = GhvaultGraphQLView(
+        schema=create_schema(production=settings.is_production),
+        graphql_ide="graphiql" if settings.graphiql_enabled else None,
+        allow_queries_via_get=False,
+    )
+    app.router.add_route("POST", "/graphql", view)
+    if settings.graphiql_enabled:
+        app.router.add_route("GET", "/graphql", view)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

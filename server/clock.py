@@ -1,0 +1,10 @@
+"""The time, injectable: tests move a clock instead of sleeping."""
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

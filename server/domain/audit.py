@@ -1,0 +1,91 @@
+"""The audit log: one append-only event per change, written in its transaction."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from server.auth import Principal
+from server.domain.enums import AppType, AuditAction, Role
+from server.domain.errors import InvalidInput
+from server.domain.pagination import Page, check_page_size, decode_cursor, encode_cursor, paginate
+from server.redaction import redact_obj
+from server.tables import AuditEvent as AuditEventRow
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    id: int
+    occurred_at: datetime
+    action: AuditAction
+    actor_role: Role | None
+    actor_id: str | None
+    subject_user_id: str | None
+    app_type: AppType | None
+    detail: str | None
+
+
+async def record(
+    action: AuditAction,
+    *,
+    actor: Principal | None,
+    now: datetime,
+    subject_user_id: str | None = None,
+    app_type: AppType | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Append one event. Call inside the transaction of the change it records.
+
+    `detail` holds ids, counts and reasons; it is redacted anyway, so a
+    mistake cannot put a token in the log.
+    """
+    await AuditEventRow.insert(
+        AuditEventRow(
+            occurred_at=now,
+            action=action.value,
+            actor_role=actor.role.value if actor else None,
+            actor_id=actor.id if actor else None,
+            subject_user_id=subject_user_id,
+            github_app_type=app_type.value if app_type else None,
+            detail=json.dumps(redact_obj(detail), sort_keys=True) if detail else None,
+        )
+    )
+
+
+async def list_events(
+    *,
+    user_id: str | None,
+    action: AuditAction | None,
+    first: int,
+    after: str | None,
+) -> Page[AuditEvent]:
+    """Newest first; the id is the order (events are appended)."""
+    check_page_size(first)
+    query = AuditEventRow.select().order_by(AuditEventRow.id, ascending=False).limit(first + 1)
+    if user_id is not None:
+        query = query.where(AuditEventRow.subject_user_id == user_id)
+    if action is not None:
+        query = query.where(AuditEventRow.action == action.value)
+    if after is not None:
+        (last_id,) = decode_cursor(after, 1)
+        if not isinstance(last_id, int):
+            raise InvalidInput("after is not a cursor from this list", "after")
+        query = query.where(AuditEventRow.id < last_id)
+    rows = await query
+    return paginate([_event(row) for row in rows], first, lambda event: encode_cursor(event.id))
+
+
+def _event(row: dict[str, Any]) -> AuditEvent:
+    detail = row["detail"]
+    return AuditEvent(
+        id=row["id"],
+        occurred_at=row["occurred_at"],
+        action=AuditAction(row["action"]),
+        actor_role=Role(row["actor_role"]) if row["actor_role"] else None,
+        actor_id=row["actor_id"],
+        subject_user_id=row["subject_user_id"],
+        app_type=AppType(row["github_app_type"]) if row["github_app_type"] else None,
+        detail=detail if isinstance(detail, str) or detail is None else json.dumps(detail),
+    )

@@ -1,0 +1,70 @@
+"""GDPR erasure of a user: tokens deleted, profile nulled, bytes gone from disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from server.auth import Principal
+from server.db import erase_freed_pages, for_update, write_transaction
+from server.domain import audit
+from server.domain.enums import AuditAction, ErrorCode
+from server.domain.errors import OperationError
+from server.tables import OAuthState
+from server.tables import User as UserRow
+from server.tables import UserGithubAppToken as Token
+
+
+@dataclass(frozen=True)
+class PurgeUserSuccess:
+    user_id: str
+    deleted_tokens: int
+    purged_at: datetime
+    already_purged: bool
+
+
+async def purge_user(
+    actor: Principal,
+    user_id: str,
+    *,
+    now: datetime,
+    github_outcome: dict[str, Any] | None = None,
+) -> PurgeUserSuccess | OperationError:
+    """Erase the user in one transaction; idempotent.
+
+    `github_outcome` is what revoking the grants at GitHub achieved, if that
+    was attempted first; it goes into the audit detail.
+    """
+    async with write_transaction():
+        user = await for_update(
+            UserRow.select(UserRow.purged_at).where(UserRow.id == user_id)
+        ).first()
+        if user is None:
+            return OperationError(ErrorCode.NOT_FOUND, "No user has this id.", "userId")
+        deleted_tokens = await Token.count().where(Token.user_id == user_id)
+        await Token.delete().where(Token.user_id == user_id)
+        await OAuthState.delete().where(OAuthState.user_id == user_id)
+        already_purged = user["purged_at"] is not None
+        purged_at = user["purged_at"] or now
+        await UserRow.update(
+            {UserRow.email: None, UserRow.display_name: None, UserRow.purged_at: purged_at}
+        ).where(UserRow.id == user_id)
+        await audit.record(
+            AuditAction.USER_PURGED,
+            actor=actor,
+            now=now,
+            subject_user_id=user_id,
+            detail={
+                "deleted_tokens": deleted_tokens,
+                "already_purged": already_purged,
+                **({"github": github_outcome} if github_outcome else {}),
+            },
+        )
+    await erase_freed_pages()
+    return PurgeUserSuccess(
+        user_id=user_id,
+        deleted_tokens=deleted_tokens,
+        purged_at=purged_at,
+        already_purged=already_purged,
+    )

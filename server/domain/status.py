@@ -1,0 +1,198 @@
+"""Token status: what the frontend shows, derived from a row and the time.
+
+Status reads select no ciphertext and never decrypt.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from piccolo.custom_types import Combinable
+from piccolo.querystring import QueryString
+
+from server.domain.enums import AppType, RevocationReason, TokenState
+from server.domain.errors import InvalidInput
+from server.domain.pagination import Page, check_page_size, decode_cursor, encode_cursor, paginate
+from server.tables import UserGithubAppToken as Token
+
+RECONNECT_STATES = frozenset(
+    {TokenState.NOT_CONNECTED, TokenState.REVOKED, TokenState.REFRESH_EXPIRED}
+)
+
+# Everything a status needs; the ciphertext columns are deliberately absent.
+STATUS_COLUMNS = (
+    Token.id,
+    Token.user_id,
+    Token.github_app_type,
+    Token.github_user_id,
+    Token.github_login,
+    Token.access_token_expires_at,
+    Token.refresh_token_expires_at,
+    QueryString("refresh_token_encrypted IS NOT NULL").as_alias("has_refresh_token"),
+    Token.revoked_at,
+    Token.revocation_reason,
+    Token.created_at,
+    Token.updated_at,
+    Token.last_used_at,
+)
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    user_id: str
+    app_type: AppType
+    state: TokenState
+    github_user_id: str | None = None
+    github_login: str | None = None
+    access_token_expires_at: datetime | None = None
+    refresh_token_expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revocation_reason: RevocationReason | None = None
+    connected_at: datetime | None = None
+    updated_at: datetime | None = None
+    last_used_at: datetime | None = None
+    row_id: Any = None
+
+    @property
+    def needs_reconnect(self) -> bool:
+        return self.state in RECONNECT_STATES
+
+
+def derive_state(
+    *,
+    revoked_at: datetime | None,
+    access_token_expires_at: datetime | None,
+    has_refresh_token: bool,
+    refresh_token_expires_at: datetime | None,
+    now: datetime,
+) -> TokenState:
+    if revoked_at is not None:
+        return TokenState.REVOKED
+    if access_token_expires_at is None or access_token_expires_at > now:
+        return TokenState.ACTIVE
+    if has_refresh_token and (refresh_token_expires_at is None or refresh_token_expires_at > now):
+        return TokenState.EXPIRED
+    return TokenState.REFRESH_EXPIRED
+
+
+def not_connected(user_id: str, app_type: AppType) -> TokenStatus:
+    return TokenStatus(user_id=user_id, app_type=app_type, state=TokenState.NOT_CONNECTED)
+
+
+def status_from_row(row: dict[str, Any], now: datetime) -> TokenStatus:
+    """`row` is a select of STATUS_COLUMNS."""
+    has_refresh_token = bool(row["has_refresh_token"])
+    reason = row["revocation_reason"]
+    return TokenStatus(
+        user_id=row["user_id"],
+        app_type=AppType(row["github_app_type"]),
+        state=derive_state(
+            revoked_at=row["revoked_at"],
+            access_token_expires_at=row["access_token_expires_at"],
+            has_refresh_token=has_refresh_token,
+            refresh_token_expires_at=row["refresh_token_expires_at"],
+            now=now,
+        ),
+        github_user_id=row["github_user_id"],
+        github_login=row["github_login"],
+        access_token_expires_at=row["access_token_expires_at"],
+        refresh_token_expires_at=row["refresh_token_expires_at"],
+        revoked_at=row["revoked_at"],
+        revocation_reason=RevocationReason(reason) if reason else None,
+        connected_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_used_at=row["last_used_at"],
+        row_id=row["id"],
+    )
+
+
+async def token_status(user_id: str, app_type: AppType, now: datetime) -> TokenStatus:
+    row = (
+        await Token.select(*STATUS_COLUMNS)
+        .where((Token.user_id == user_id) & (Token.github_app_type == app_type.value))
+        .first()
+    )
+    return status_from_row(row, now) if row else not_connected(user_id, app_type)
+
+
+async def token_statuses(user_id: str, now: datetime) -> list[TokenStatus]:
+    """One status per app type, NOT_CONNECTED included, in AppType order."""
+    rows = await Token.select(*STATUS_COLUMNS).where(Token.user_id == user_id)
+    by_type = {AppType(row["github_app_type"]): status_from_row(row, now) for row in rows}
+    return [by_type.get(app_type) or not_connected(user_id, app_type) for app_type in AppType]
+
+
+def state_condition(state: TokenState, now: datetime) -> Combinable | None:
+    """SQL for "rows in `state` at `now`"; None for NOT_CONNECTED (no row can match).
+
+    Mirrors `derive_state`; tests check the two agree.
+    """
+    live = Token.revoked_at.is_null()
+    fresh_access = Token.access_token_expires_at.is_null() | (Token.access_token_expires_at > now)
+    stale_access = Token.access_token_expires_at <= now
+    usable_refresh = Token.refresh_token_encrypted.is_not_null() & (
+        Token.refresh_token_expires_at.is_null() | (Token.refresh_token_expires_at > now)
+    )
+    unusable_refresh = Token.refresh_token_encrypted.is_null() | (
+        Token.refresh_token_expires_at <= now
+    )
+    conditions: dict[TokenState, Combinable] = {
+        TokenState.REVOKED: Token.revoked_at.is_not_null(),
+        TokenState.ACTIVE: live & fresh_access,
+        TokenState.EXPIRED: live & stale_access & usable_refresh,
+        TokenState.REFRESH_EXPIRED: live & stale_access & unusable_refresh,
+    }
+    return conditions.get(state)
+
+
+@dataclass(frozen=True)
+class TokenFilter:
+    app_type: AppType | None = None
+    state: TokenState | None = None
+    github_login: str | None = None
+    github_user_id: str | None = None
+
+
+async def list_statuses(
+    token_filter: TokenFilter, *, first: int, after: str | None, now: datetime
+) -> Page[TokenStatus]:
+    """Stored rows, newest first (created_at, then id, descending)."""
+    check_page_size(first)
+    if token_filter.state is TokenState.NOT_CONNECTED:
+        return Page(items=[], has_next_page=False)
+    conditions: list[Combinable] = []
+    if token_filter.state is not None:
+        conditions.append(state_condition(token_filter.state, now))
+    if token_filter.app_type is not None:
+        conditions.append(Token.github_app_type == token_filter.app_type.value)
+    if token_filter.github_login is not None:
+        conditions.append(Token.github_login.ilike(token_filter.github_login))
+    if token_filter.github_user_id is not None:
+        conditions.append(Token.github_user_id == token_filter.github_user_id)
+    if after is not None:
+        created_at, row_id = decode_cursor(after, 2)
+        try:
+            last_created = datetime.fromisoformat(created_at)
+            last_id = uuid.UUID(row_id)
+        except (TypeError, ValueError, AttributeError):
+            raise InvalidInput("after is not a cursor from this list", "after") from None
+        conditions.append(
+            (Token.created_at < last_created)
+            | ((Token.created_at == last_created) & (Token.id < last_id))
+        )
+    query = (
+        Token.select(*STATUS_COLUMNS)
+        .order_by(Token.created_at, Token.id, ascending=False)
+        .limit(first + 1)
+    )
+    if conditions:
+        query = query.where(*conditions)
+    rows = await query
+    return paginate(
+        [status_from_row(row, now) for row in rows],
+        first,
+        lambda status: encode_cursor(status.connected_at.isoformat(), str(status.row_id)),
+    )

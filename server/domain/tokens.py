@@ -1,0 +1,284 @@
+"""Storing and revoking a user's GitHub tokens."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from server.auth import Principal
+from server.crypto import Keyring, TokenSlot
+from server.db import for_update, is_unique_violation, write_transaction
+from server.domain import audit
+from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReason, Role, TokenKind
+from server.domain.errors import Forbidden, OperationError
+from server.domain.status import TokenStatus, token_status
+from server.domain.users import ensure_user
+from server.tables import User as UserRow
+from server.tables import UserGithubAppToken as Token
+
+# GitHub documents these as prefix + up to 255 characters; today's are 36 (ghu_) and 76 (ghr_).
+ACCESS_TOKEN = re.compile(r"ghu_[A-Za-z0-9_]{36,255}")
+REFRESH_TOKEN = re.compile(r"ghr_[A-Za-z0-9_]{36,255}")
+GITHUB_USER_ID = re.compile(r"[0-9]{1,20}")
+GITHUB_LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
+MAX_ID_LENGTH = 255
+MAX_PROFILE_LENGTH = 320
+
+
+@dataclass(frozen=True)
+class StoreTokenInput:
+    user_id: str
+    app_type: AppType
+    github_user_id: str
+    github_login: str
+    access_token: str = field(repr=False)
+    access_token_expires_at: datetime | None = None
+    refresh_token: str | None = field(default=None, repr=False)
+    refresh_token_expires_at: datetime | None = None
+    email: str | None = field(default=None, repr=False)
+    display_name: str | None = field(default=None, repr=False)
+    github_email: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class StoreTokenSuccess:
+    token: TokenStatus
+
+
+@dataclass(frozen=True)
+class RevokeTokenSuccess:
+    token: TokenStatus
+    already_revoked: bool
+
+
+def validate_store_input(data: StoreTokenInput) -> OperationError | None:
+    """The first problem with `data`, described without echoing any of it."""
+    if not ACCESS_TOKEN.fullmatch(data.access_token):
+        return OperationError(
+            ErrorCode.INVALID_TOKEN_FORMAT,
+            "accessToken is not a GitHub App user access token "
+            "(ghu_ followed by 36 to 255 letters, digits or underscores).",
+            "accessToken",
+        )
+    if data.refresh_token is not None and not REFRESH_TOKEN.fullmatch(data.refresh_token):
+        return OperationError(
+            ErrorCode.INVALID_TOKEN_FORMAT,
+            "refreshToken is not a GitHub App refresh token "
+            "(ghr_ followed by 36 to 255 letters, digits or underscores).",
+            "refreshToken",
+        )
+    checks = (
+        (
+            not 0 < len(data.user_id) <= MAX_ID_LENGTH or not data.user_id.isprintable(),
+            "userId",
+            f"userId must be 1 to {MAX_ID_LENGTH} printable characters.",
+        ),
+        (
+            not GITHUB_USER_ID.fullmatch(data.github_user_id),
+            "githubUserId",
+            "githubUserId must be GitHub's numeric user id.",
+        ),
+        (
+            not GITHUB_LOGIN.fullmatch(data.github_login),
+            "githubLogin",
+            "githubLogin must be a GitHub login (letters, digits and hyphens, at most 39).",
+        ),
+        (
+            data.refresh_token is None and data.refresh_token_expires_at is not None,
+            "refreshTokenExpiresAt",
+            "refreshTokenExpiresAt needs a refreshToken.",
+        ),
+    )
+    for failed, field_name, message in checks:
+        if failed:
+            return OperationError(ErrorCode.INVALID_INPUT, message, field_name)
+    for field_name, value in (
+        ("accessTokenExpiresAt", data.access_token_expires_at),
+        ("refreshTokenExpiresAt", data.refresh_token_expires_at),
+    ):
+        if value is not None and value.utcoffset() is None:
+            return OperationError(
+                ErrorCode.INVALID_INPUT, f"{field_name} must include a UTC offset.", field_name
+            )
+    for field_name, text in (
+        ("email", data.email),
+        ("displayName", data.display_name),
+        ("githubEmail", data.github_email),
+    ):
+        if text is not None and len(text) > MAX_PROFILE_LENGTH:
+            return OperationError(
+                ErrorCode.INVALID_INPUT,
+                f"{field_name} must be at most {MAX_PROFILE_LENGTH} characters.",
+                field_name,
+            )
+    return None
+
+
+def _already_connected() -> OperationError:
+    return OperationError(
+        ErrorCode.ALREADY_CONNECTED_TO_ANOTHER_USER,
+        "This GitHub account is connected to another user; "
+        "that user must disconnect it (or be purged) first.",
+        "githubUserId",
+    )
+
+
+async def store_token(
+    actor: Principal, data: StoreTokenInput, *, keyring: Keyring, now: datetime
+) -> StoreTokenSuccess | OperationError:
+    """Upsert the user and their token row; clears any revocation."""
+    problem = validate_store_input(data)
+    if problem is not None:
+        return problem
+    try:
+        async with write_transaction():
+            return await _store_locked(actor, data, keyring=keyring, now=now)
+    except Exception as exc:
+        # Two users racing to attach one GitHub identity: the unique index decides.
+        if is_unique_violation(exc):
+            return _already_connected()
+        raise
+
+
+async def _store_locked(
+    actor: Principal, data: StoreTokenInput, *, keyring: Keyring, now: datetime
+) -> StoreTokenSuccess | OperationError:
+    await ensure_user(data.user_id, now=now)
+    # Locking the user serializes every token write of that user (PostgreSQL).
+    user = await for_update(
+        UserRow.select(UserRow.purged_at).where(UserRow.id == data.user_id)
+    ).first()
+    if user["purged_at"] is not None:
+        return OperationError(
+            ErrorCode.INVALID_INPUT,
+            "This user was purged; a purge is not undone by storing new tokens.",
+            "userId",
+        )
+    profile = {
+        column: value
+        for column, value in (
+            (UserRow.email, data.email),
+            (UserRow.display_name, data.display_name),
+        )
+        if value is not None
+    }
+    if profile:
+        await UserRow.update(profile).where(UserRow.id == data.user_id)
+
+    owner = (
+        await Token.select(Token.user_id)
+        .where(
+            (Token.github_user_id == data.github_user_id)
+            & (Token.github_app_type == data.app_type.value)
+            & (Token.user_id != data.user_id)
+        )
+        .first()
+    )
+    if owner is not None:
+        return _already_connected()
+
+    def seal(plaintext: str, kind: TokenKind) -> str:
+        slot = TokenSlot(data.user_id, data.app_type.value, data.github_user_id, kind.value)
+        return keyring.encrypt(plaintext, slot)
+
+    values = {
+        Token.github_user_id: data.github_user_id,
+        Token.github_login: data.github_login,
+        Token.github_email: data.github_email,
+        Token.access_token_encrypted: seal(data.access_token, TokenKind.ACCESS),
+        Token.access_token_expires_at: data.access_token_expires_at,
+        Token.refresh_token_encrypted: (
+            seal(data.refresh_token, TokenKind.REFRESH) if data.refresh_token else None
+        ),
+        Token.refresh_token_expires_at: data.refresh_token_expires_at,
+        Token.revoked_at: None,
+        Token.revocation_reason: None,
+        Token.updated_at: now,
+    }
+    existing = await for_update(
+        Token.select(Token.id, Token.credential_version).where(
+            (Token.user_id == data.user_id) & (Token.github_app_type == data.app_type.value)
+        )
+    ).first()
+    if existing is None:
+        version = 1
+        await Token.insert(
+            Token(
+                user_id=data.user_id,
+                github_app_type=data.app_type.value,
+                credential_version=version,
+                created_at=now,
+                **{column._meta.name: value for column, value in values.items()},
+            )
+        )
+    else:
+        version = existing["credential_version"] + 1
+        await Token.update({**values, Token.credential_version: version}).where(
+            Token.id == existing["id"]
+        )
+    await audit.record(
+        AuditAction.TOKEN_STORED,
+        actor=actor,
+        now=now,
+        subject_user_id=data.user_id,
+        app_type=data.app_type,
+        detail={
+            "credential_version": version,
+            "has_refresh_token": data.refresh_token is not None,
+            "key_id": keyring.active_key_id,
+        },
+    )
+    return StoreTokenSuccess(await token_status(data.user_id, data.app_type, now))
+
+
+async def revoke_token(
+    actor: Principal, *, user_id: str | None, app_type: AppType, now: datetime
+) -> RevokeTokenSuccess | OperationError:
+    """Soft, idempotent revocation: the row stays, its ciphertexts are erased.
+
+    Bumping credential_version makes a refresh in flight lose its
+    compare-and-swap, so a revocation always wins.
+    """
+    if actor.role is Role.SERVICE or (
+        actor.role is Role.USER and user_id is not None and user_id != actor.id
+    ):
+        raise Forbidden("only the user or an admin may revoke this token")
+    target = user_id or actor.id
+    reason = (
+        RevocationReason.ADMIN
+        if user_id is not None and actor.is_admin
+        else (RevocationReason.USER_REVOKED)
+    )
+    async with write_transaction():
+        row = await for_update(
+            Token.select(Token.id, Token.revoked_at, Token.credential_version).where(
+                (Token.user_id == target) & (Token.github_app_type == app_type.value)
+            )
+        ).first()
+        if row is None:
+            return OperationError(
+                ErrorCode.NOT_CONNECTED, "No GitHub token is stored for this user and app type."
+            )
+        already_revoked = row["revoked_at"] is not None
+        if not already_revoked:
+            await Token.update(
+                {
+                    Token.revoked_at: now,
+                    Token.revocation_reason: reason.value,
+                    Token.access_token_encrypted: None,
+                    Token.refresh_token_encrypted: None,
+                    Token.credential_version: row["credential_version"] + 1,
+                    Token.updated_at: now,
+                }
+            ).where(Token.id == row["id"])
+        await audit.record(
+            AuditAction.TOKEN_REVOKED,
+            actor=actor,
+            now=now,
+            subject_user_id=target,
+            app_type=app_type,
+            detail={"reason": reason.value, "already_revoked": already_revoked},
+        )
+        status = await token_status(target, app_type, now)
+    return RevokeTokenSuccess(token=status, already_revoked=already_revoked)

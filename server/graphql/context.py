@@ -1,0 +1,43 @@
+"""What every resolver gets: the caller, the settings, the clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from aiohttp import web
+
+from server.auth import Principal
+from server.clock import Clock
+from server.config import Settings
+from server.domain import users
+from server.github import GitHubClient
+
+# Ids created this process; bounded so a flood of distinct users cannot grow it forever.
+KNOWN_USERS_LIMIT = 100_000
+
+
+@dataclass
+class Context:
+    request: web.Request
+    response: web.StreamResponse
+    settings: Settings
+    clock: Clock
+    request_id: str
+    principal: Principal | None
+    github: GitHubClient | None = None
+    known_users: set[str] = field(default_factory=set)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    async def ensure_user(self, principal: Principal) -> None:
+        """Create the user row on its first request (once per process)."""
+        if principal.id in self.known_users:
+            return
+        await users.ensure_user(
+            principal.id, now=self.now(), email=principal.email, display_name=principal.name
+        )
+        if len(self.known_users) >= KNOWN_USERS_LIMIT:
+            self.known_users.clear()
+        self.known_users.add(principal.id)

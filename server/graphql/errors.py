@@ -1,0 +1,106 @@
+"""Top-level GraphQL errors: codes for callers, redaction and masking for everyone.
+
+Every error that leaves (message and extensions) goes through `redact`.
+Expected errors keep their message and carry `extensions.code`; anything
+else is unexpected: in production its message becomes "Unexpected error"
+with the request id, and only the (redacted) log keeps the detail.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterator
+
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from server.domain.errors import Forbidden, InvalidInput
+from server.redaction import redact, redact_obj
+
+logger = logging.getLogger("ghvault.graphql")
+
+UNAUTHENTICATED = "UNAUTHENTICATED"
+FORBIDDEN = "FORBIDDEN"
+INVALID_INPUT = "INVALID_INPUT"
+INTERNAL = "INTERNAL"
+UNEXPECTED_MESSAGE = "Unexpected error"
+
+
+class ApiError(GraphQLError):
+    """An expected top-level error with a code."""
+
+    def __init__(self, message: str, code: str, **extensions: object) -> None:
+        super().__init__(message, extensions={"code": code, **extensions})
+
+
+def unauthenticated() -> ApiError:
+    return ApiError("Authentication required: send a valid bearer token.", UNAUTHENTICATED)
+
+
+def forbidden() -> ApiError:
+    return ApiError("Not allowed for this principal.", FORBIDDEN)
+
+
+def _public(error: GraphQLError) -> tuple[str, dict[str, object]] | None:
+    """Message and extensions of an expected error; None when it is unexpected."""
+    original = error if isinstance(error, ApiError) else error.original_error
+    if original is None:
+        # Syntax and validation errors.
+        return error.message, dict(error.extensions or {})
+    if isinstance(original, GraphQLError):
+        return original.message, dict(original.extensions or {})
+    if isinstance(original, Forbidden):
+        return forbidden().message, {"code": FORBIDDEN}
+    if isinstance(original, InvalidInput):
+        field = {"field": original.field} if original.field else {}
+        return str(original), {"code": INVALID_INPUT, **field}
+    return None
+
+
+def client_error(error: GraphQLError, *, request_id: str, production: bool) -> GraphQLError:
+    """What the client may see of `error`: redacted, and masked when unexpected."""
+    public = _public(error)
+    if public is None:
+        message = UNEXPECTED_MESSAGE if production else f"{UNEXPECTED_MESSAGE}: {error.message}"
+        public = message, {"code": INTERNAL, "requestId": request_id}
+    message, extensions = public
+    return GraphQLError(
+        message=redact(message),
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=None,
+        extensions=redact_obj(extensions) or None,
+    )
+
+
+def log_error(error: GraphQLError, *, request_id: str) -> None:
+    """Unexpected errors with their traceback, expected ones as a line; all redacted."""
+    path = ".".join(str(part) for part in error.path or ())
+    if _public(error) is not None:
+        logger.info("request %s: %s at %s", request_id, redact(error.message), path or "-")
+        return
+    original = error.original_error or error
+    detail = "".join(traceback.format_exception(original))
+    logger.error("request %s: unexpected error at %s\n%s", request_id, path or "-", redact(detail))
+
+
+class RedactErrors(SchemaExtension):
+    """Rewrite the result's errors into their client-facing form."""
+
+    def __init__(self, *, production: bool) -> None:
+        self.production = production
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        errors = getattr(result, "errors", None)
+        if not errors:
+            return
+        request_id = getattr(self.execution_context.context, "request_id", "-")
+        result.errors = [
+            client_error(error, request_id=request_id, production=self.production)
+            for error in errors
+        ]

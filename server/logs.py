@@ -1,0 +1,72 @@
+"""Logging: one JSON object per line, every handler behind the redaction filter."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
+
+from server.redaction import install_log_redaction, redact
+
+# Fields a record may carry through `extra=`; copied into the JSON line when set.
+CONTEXT_FIELDS = (
+    "request_id",
+    "principal_id",
+    "principal_role",
+    "operation",
+    "duration_ms",
+    "method",
+    "path",
+    "status",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exception"] = record.exc_text
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    install_log_redaction()
+
+
+class RedactingAccessLogger(AbstractAccessLogger):
+    """The access log, without query strings' secrets (OAuth codes, tokens)."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s",
+            request.method,
+            redact(request.path_qs),
+            response.status,
+            extra={
+                "request_id": request.get("request_id"),
+                "method": request.method,
+                "path": redact(request.path_qs),
+                "status": response.status,
+                "duration_ms": round(time * 1000, 2),
+            },
+        )
