@@ -267,4 +267,3 @@ def _b64_or_none(value: bytes) -> bytes | None:
             return base64.urlsafe_b64decode(value)
         except (binascii.Error, ValueError):
             return None
-
