@@ -12,6 +12,7 @@ from piccolo.engine.base import Engine
 from strawberry.aiohttp.views import GraphQLView
 
 from server import db
+from server.appkeys import CLOCK, ENGINE, GITHUB, KNOWN_USERS, REQUEST_ID, SETTINGS
 from server.auth import AuthenticationError, authenticate
 from server.clock import Clock, utc_now
 from server.config import Settings
@@ -24,11 +25,6 @@ logger = logging.getLogger("ghvault.app")
 READINESS_TIMEOUT_SECONDS = 1.0
 REQUEST_ID_HEADER = "X-Request-Id"
 
-SETTINGS = web.AppKey("settings", Settings)
-CLOCK = web.AppKey("clock", Clock)
-ENGINE = web.AppKey("engine", Engine)
-GITHUB = web.AppKey("github", GitHubClient)
-KNOWN_USERS = web.AppKey("known_users", set[str])
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -43,13 +39,13 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
             try:
                 principal = authenticate(authorization, settings.jwt)
             except AuthenticationError as exc:
-                logger.info("request %s: rejected credentials: %s", request["request_id"], exc)
+                logger.info("request %s: rejected credentials: %s", request[REQUEST_ID], exc)
         return Context(
             request=request,
             response=response,
             settings=settings,
             clock=app[CLOCK],
-            request_id=request["request_id"],
+            request_id=request[REQUEST_ID],
             principal=principal,
             github=app.get(GITHUB),
             known_users=app[KNOWN_USERS],
@@ -60,7 +56,7 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request gets an id: in the response header, the logs and masked errors."""
     request_id = uuid.uuid4().hex
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -83,14 +79,12 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "database": True})
 
 
-def _database_context(engine: Engine) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def database(app: web.Application) -> AsyncIterator[None]:
-        db.bind_tables(engine)
-        await db.start(engine)
-        yield
-        await db.stop(engine)
-
-    return database
+async def _database_context(app: web.Application) -> AsyncIterator[None]:
+    engine = app[ENGINE]
+    db.bind_tables(engine)
+    await db.start(engine)
+    yield
+    await db.stop(engine)
 
 
 async def _github_context(app: web.Application) -> AsyncIterator[None]:
@@ -107,16 +101,23 @@ async def _github_context(app: web.Application) -> AsyncIterator[None]:
 def create_app(
     settings: Settings, *, clock: Clock = utc_now, engine: Engine | None = None
 ) -> web.Application:
-    """The ghvault application; `engine` and `clock` are injectable for tests."""
+    """The ghvault application.
+
+    `clock` and `engine` are injectable for tests; an injected engine is the
+    caller's to bind, start and stop.
+    """
     app = web.Application(
         middlewares=[request_id_middleware],
         client_max_size=settings.graphql_limits.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock
-    app[ENGINE] = engine or db.create_engine(settings.database)
     app[KNOWN_USERS] = set()
-    app.cleanup_ctx.append(_database_context(app[ENGINE]))
+    if engine is None:
+        app[ENGINE] = db.create_engine(settings.database)
+        app.cleanup_ctx.append(_database_context)
+    else:
+        app[ENGINE] = engine
     app.cleanup_ctx.append(_github_context)
 
     view = GhvaultGraphQLView(

@@ -6,11 +6,13 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from server.redaction import install_log_redaction, redact
+from server.appkeys import REQUEST_ID
+from server.redaction import RedactingFilter, install_log_redaction, redact
 
 # Fields a record may carry through `extra=`; copied into the JSON line when set.
 CONTEXT_FIELDS = (
@@ -44,12 +46,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def json_handler(stream: TextIO | None = None) -> logging.Handler:
+    """A handler writing JSON lines, redacted before anything is formatted."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter())
+    return handler
+
+
+def configure_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [json_handler()]
     root.setLevel(level)
+    # Handlers that libraries attached to their own loggers get the filter too.
     install_log_redaction()
 
 
@@ -63,7 +72,7 @@ class RedactingAccessLogger(AbstractAccessLogger):
             redact(request.path_qs),
             response.status,
             extra={
-                "request_id": request.get("request_id"),
+                "request_id": request.get(REQUEST_ID),
                 "method": request.method,
                 "path": redact(request.path_qs),
                 "status": response.status,

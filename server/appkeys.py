@@ -1,0 +1,16 @@
+"""Typed keys for what the application and each request carry."""
+
+from aiohttp import web
+from piccolo.engine.base import Engine
+
+from server.clock import Clock
+from server.config import Settings
+from server.github import GitHubClient
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+ENGINE = web.AppKey("engine", Engine)
+GITHUB = web.AppKey("github", GitHubClient)
+KNOWN_USERS = web.AppKey("known_users", set[str])
+
+REQUEST_ID = web.RequestKey("request_id", str)
