@@ -1,0 +1,90 @@
+"""The audit log: one event per change, ids and facts only."""
+
+from __future__ import annotations
+
+import json
+
+from server.domain.enums import Role
+from tests.conftest import SECRET_PATTERN, Database, GraphQLClient, MovableClock, bearer
+from tests.helpers import PURGE, REVOKE, STORE, access_token, refresh_token, store_input
+
+SERVICE = bearer("commit-worker", Role.SERVICE)
+ADMIN = bearer("root", Role.ADMIN)
+ALICE = bearer("alice", Role.USER)
+
+EVENTS = """query($userId: ID, $action: AuditAction, $first: Int!, $after: String) {
+  auditEvents(userId: $userId, action: $action, first: $first, after: $after) {
+    edges { cursor node { id occurredAt action actorRole actorId subjectUserId appType detail } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+
+PII = {
+    "email": "alice.audit@example.org",
+    "displayName": "Alice Auditable",
+    "githubLogin": "alice-audit-gh",
+    "githubEmail": "alice.audit.gh@example.net",
+}
+
+
+async def _events(gql: GraphQLClient, **variables: object) -> list[dict]:
+    variables.setdefault("first", 100)
+    result = await gql.data(EVENTS, variables, auth=ADMIN)
+    return [edge["node"] for edge in result["auditEvents"]["edges"]]
+
+
+async def test_store_revoke_and_purge_each_write_one_event(
+    gql: GraphQLClient, clock: MovableClock, database: Database
+) -> None:
+    """Three changes, three events, newest first, with actor and subject ids."""
+    tokens = (access_token(), refresh_token())
+    variables = store_input("alice", now=clock(), access=tokens[0], refresh=tokens[1], **PII)
+    await gql.data(STORE, variables, auth=SERVICE)
+    await gql.data(REVOKE, {"input": {}}, auth=ALICE)
+    await gql.data(PURGE, {"userId": "alice"}, auth=ADMIN)
+
+    events = await _events(gql, userId="alice")
+
+    assert [(e["action"], e["actorRole"], e["actorId"]) for e in events] == [
+        ("USER_PURGED", "ADMIN", "root"),
+        ("TOKEN_REVOKED", "USER", "alice"),
+        ("TOKEN_STORED", "SERVICE", "commit-worker"),
+    ]
+    assert {e["subjectUserId"] for e in events} == {"alice"}
+    details = [json.loads(e["detail"]) for e in events]
+    assert details[0] == {"already_purged": False, "deleted_tokens": 1}
+    assert details[1] == {"already_revoked": False, "reason": "user_revoked"}
+    assert details[2]["credential_version"] == 1
+    rows = await database.fetch("SELECT * FROM audit_events")
+    assert len(rows) == 3
+    stored = json.dumps(rows, default=str)
+    for value in (*PII.values(), *tokens, *(token[4:] for token in tokens)):
+        assert value not in stored
+    assert not SECRET_PATTERN.search(stored)
+
+
+async def test_events_filter_by_action_and_page_by_cursor(
+    gql: GraphQLClient, clock: MovableClock
+) -> None:
+    """auditEvents pages newest first through `after`, and filters by action."""
+    for index in range(5):
+        variables = store_input(f"user{index}", now=clock(), github_user_id=str(9000 + index))
+        await gql.data(STORE, variables, auth=SERVICE)
+    await gql.data(REVOKE, {"input": {"userId": "user0"}}, auth=ADMIN)
+
+    seen: list[str] = []
+    after = None
+    while True:
+        page = (
+            await gql.data(
+                EVENTS, {"action": "TOKEN_STORED", "first": 2, "after": after}, auth=ADMIN
+            )
+        )["auditEvents"]
+        seen += [edge["node"]["subjectUserId"] for edge in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+
+    assert seen == ["user4", "user3", "user2", "user1", "user0"]
+    revoked = await _events(gql, action="TOKEN_REVOKED")
+    assert [(e["subjectUserId"], e["actorRole"]) for e in revoked] == [("user0", "ADMIN")]

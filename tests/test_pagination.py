@@ -1,0 +1,99 @@
+"""githubTokens for admins: filters, keyset pages, and bounds on `first`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from server.domain.enums import Role
+from tests.conftest import GraphQLClient, MovableClock, bearer, error_codes
+from tests.helpers import REVOKE, STORE, store_input
+
+SERVICE = bearer("commit-worker", Role.SERVICE)
+ADMIN = bearer("root", Role.ADMIN)
+
+TOKENS = """query($filter: GithubTokenFilter, $first: Int!, $after: String) {
+  githubTokens(filter: $filter, first: $first, after: $after) {
+    edges { cursor node { userId appType state githubLogin } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+
+
+async def _all_pages(gql: GraphQLClient, first: int, token_filter: dict | None = None) -> list:
+    nodes, after = [], None
+    while True:
+        variables = {"filter": token_filter, "first": first, "after": after}
+        page = (await gql.data(TOKENS, variables, auth=ADMIN))["githubTokens"]
+        nodes += [edge["node"] for edge in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            return nodes
+        after = page["pageInfo"]["endCursor"]
+
+
+async def _store(gql: GraphQLClient, clock: MovableClock, count: int) -> None:
+    for index in range(count):
+        variables = store_input(
+            f"user{index:02}",
+            now=clock(),
+            github_user_id=str(5000 + index),
+            github_login=f"login{index:02}",
+        )
+        await gql.data(STORE, variables, auth=SERVICE)
+        if index % 3 == 0:
+            clock.advance(timedelta(seconds=1))  # some share a created_at, some don't
+
+
+async def test_pages_walk_every_token_once_newest_first(
+    gql: GraphQLClient, clock: MovableClock
+) -> None:
+    """Walking the pages yields every row once, in created order reversed."""
+    await _store(gql, clock, 7)
+
+    nodes = await _all_pages(gql, first=3)
+
+    users = [node["userId"] for node in nodes]
+    assert sorted(users) == [f"user{i:02}" for i in range(7)]
+    assert len(set(users)) == 7
+    # Stored at three instants: {00}, then {01, 02, 03}, then {04, 05, 06}.
+    assert set(users[:3]) == {"user04", "user05", "user06"}
+    assert set(users[3:6]) == {"user01", "user02", "user03"}
+    assert users[6] == "user00"
+
+
+async def test_filters_by_state_login_and_app_type(gql: GraphQLClient, clock: MovableClock) -> None:
+    """Derived states filter stored rows; NOT_CONNECTED matches nothing."""
+    await _store(gql, clock, 4)
+    await gql.data(REVOKE, {"input": {"userId": "user01"}}, auth=ADMIN)
+
+    revoked = await _all_pages(gql, 10, {"state": "REVOKED"})
+    active = await _all_pages(gql, 10, {"state": "ACTIVE"})
+    by_login = await _all_pages(gql, 10, {"githubLogin": "login02"})
+    by_id = await _all_pages(gql, 10, {"githubUserId": "5003", "appType": "STANDARD"})
+    lite = await _all_pages(gql, 10, {"appType": "LITE"})
+    nothing = await _all_pages(gql, 10, {"state": "NOT_CONNECTED"})
+
+    assert [n["userId"] for n in revoked] == ["user01"]
+    assert sorted(n["userId"] for n in active) == ["user00", "user02", "user03"]
+    assert [n["userId"] for n in by_login] == ["user02"]
+    assert [n["userId"] for n in by_id] == ["user03"]
+    assert lite == nothing == []
+
+    clock.advance(timedelta(hours=9))
+    expired = await _all_pages(gql, 10, {"state": "EXPIRED"})
+    assert sorted(n["userId"] for n in expired) == ["user00", "user02", "user03"]
+
+
+@pytest.mark.parametrize("first", [0, -1, 101, 10_000])
+async def test_first_outside_1_to_100_is_a_clear_error(gql: GraphQLClient, first: int) -> None:
+    body = await gql.post(TOKENS, {"first": first}, auth=ADMIN)
+    assert error_codes(body) == ["INVALID_INPUT"]
+    assert "first must be between 1 and 100" in body["errors"][0]["message"]
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "WzFd", "eyJ4IjoxfQ"])
+async def test_a_foreign_cursor_is_a_clear_error(gql: GraphQLClient, cursor: str) -> None:
+    body = await gql.post(TOKENS, {"first": 5, "after": cursor}, auth=ADMIN)
+    assert error_codes(body) == ["INVALID_INPUT"]
+    assert body["errors"][0]["extensions"]["field"] == "after"
