@@ -69,7 +69,8 @@ async def test_filters_by_state_login_and_app_type(gql: GraphQLClient, clock: Mo
 
     revoked = await _all_pages(gql, 10, {"state": "REVOKED"})
     active = await _all_pages(gql, 10, {"state": "ACTIVE"})
-    by_login = await _all_pages(gql, 10, {"githubLogin": "login02"})
+    by_login = await _all_pages(gql, 10, {"githubLogin": "LOGIN02"})
+    no_pattern = await _all_pages(gql, 10, {"githubLogin": "login0_"})
     by_id = await _all_pages(gql, 10, {"githubUserId": "5003", "appType": "STANDARD"})
     lite = await _all_pages(gql, 10, {"appType": "LITE"})
     nothing = await _all_pages(gql, 10, {"state": "NOT_CONNECTED"})
@@ -77,6 +78,7 @@ async def test_filters_by_state_login_and_app_type(gql: GraphQLClient, clock: Mo
     assert [n["userId"] for n in revoked] == ["user01"]
     assert sorted(n["userId"] for n in active) == ["user00", "user02", "user03"]
     assert [n["userId"] for n in by_login] == ["user02"]
+    assert no_pattern == []
     assert [n["userId"] for n in by_id] == ["user03"]
     assert lite == nothing == []
 

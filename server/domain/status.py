@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from piccolo.custom_types import Combinable
+from piccolo.query.functions.string import Lower
 from piccolo.querystring import QueryString
 
 from server.domain.enums import AppType, RevocationReason, TokenState
@@ -169,7 +170,8 @@ async def list_statuses(
     if token_filter.app_type is not None:
         conditions.append(Token.github_app_type == token_filter.app_type.value)
     if token_filter.github_login is not None:
-        conditions.append(Token.github_login.ilike(token_filter.github_login))
+        # GitHub logins are case-insensitive; compared whole, not as a pattern.
+        conditions.append(Lower(Token.github_login) == token_filter.github_login.lower())
     if token_filter.github_user_id is not None:
         conditions.append(Token.github_user_id == token_filter.github_user_id)
     if after is not None:
