@@ -1,0 +1,493 @@
+"""The migrations build the schema the tables describe, undo it, and enforce its rules.
+
+Every database here is made by the test itself (a SQLite file under tmp_path
+or a throwaway PostgreSQL database), migrated with the `piccolo` command as
+an operator runs it, and examined with plain SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from server.tables import TABLES
+from tests.conftest import PROJECT_ROOT, PostgresServer, migrate, run_piccolo
+
+ENGINES = ["sqlite", "postgres"]
+MIGRATIONS_FOLDER = PROJECT_ROOT / "piccolo_migrations"
+GHVAULT = Path(sys.executable).parent / "ghvault"
+
+APP_TABLES = {table._meta.tablename for table in TABLES}
+UNIQUE_USER_APP = "user_github_app_tokens_user_app_unique"
+UNIQUE_GITHUB_USER_APP = "user_github_app_tokens_github_user_app_unique"
+APP_TYPE_CHECK = "user_github_app_tokens_app_type_check"
+APP_TYPE_TRIGGERS = (
+    "user_github_app_tokens_app_type_insert",
+    "user_github_app_tokens_app_type_update",
+)
+# What SQLite reports for each rule; PostgreSQL names the constraint instead.
+SQLITE_MESSAGES = {
+    UNIQUE_USER_APP: "UNIQUE constraint failed: "
+    "user_github_app_tokens.user_id, user_github_app_tokens.github_app_type",
+    UNIQUE_GITHUB_USER_APP: "UNIQUE constraint failed: "
+    "user_github_app_tokens.github_user_id, user_github_app_tokens.github_app_type",
+    APP_TYPE_CHECK: "github_app_type must be standard or lite",
+}
+
+
+# ---------------------------------------------------------------- databases
+
+
+@dataclass(frozen=True)
+class Target:
+    """A database a test migrates: its engine and its DATABASE_URL."""
+
+    kind: str  # "sqlite" | "postgres"
+    url: str
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.kind == "sqlite"
+
+
+@contextmanager
+def _new_target(kind: str, request: pytest.FixtureRequest, folder: Path) -> Iterator[Target]:
+    if kind == "sqlite":
+        yield Target("sqlite", f"sqlite:///{folder / 'ghvault.sqlite'}")
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.create_database(prefix="ghvault_migrations")
+    try:
+        yield Target("postgres", url)
+    finally:
+        server.drop_database(url)
+
+
+@pytest.fixture(params=ENGINES)
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    """A database with nothing in it, one per engine."""
+    with _new_target(request.param, request, tmp_path) as target:
+        yield target
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def migrated_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Target]:
+    """A database migrated forwards once, shared by this module's read and insert tests."""
+    with _new_target(request.param, request, tmp_path_factory.mktemp("migrated")) as target:
+        migrate(target.url)
+        yield target
+
+
+class Connection:
+    """One connection with `$n` parameters on both engines."""
+
+    def __init__(self, target: Target, raw: Any) -> None:
+        self.target = target
+        self.raw = raw
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        if self.target.is_sqlite:
+            self.raw.execute(sql.replace("$", "?"), args)
+        else:
+            await self.raw.execute(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        if self.target.is_sqlite:
+            return self.raw.execute(sql.replace("$", "?"), args).fetchall()
+        return [tuple(row) for row in await self.raw.fetch(sql, *args)]
+
+
+@asynccontextmanager
+async def connect(target: Target) -> AsyncIterator[Connection]:
+    if target.is_sqlite:
+        raw = sqlite3.connect(target.url.removeprefix("sqlite:///"), isolation_level=None)
+        # The app's SQLite engine turns foreign keys on for each connection too.
+        raw.execute("PRAGMA foreign_keys = ON")
+        try:
+            yield Connection(target, raw)
+        finally:
+            raw.close()
+    else:
+        raw = await asyncpg.connect(target.url, timeout=5)
+        try:
+            yield Connection(target, raw)
+        finally:
+            await raw.close()
+
+
+async def schema_objects(target: Target) -> set[tuple[str, str]]:
+    """(kind, name) of every table, index, sequence, constraint and trigger."""
+    async with connect(target) as connection:
+        if target.is_sqlite:
+            rows = await connection.fetch(
+                "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            )
+        else:
+            rows = await connection.fetch(
+                """
+                SELECT c.relkind::text, c.relname FROM pg_class c
+                  JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'
+                UNION ALL
+                SELECT 'constraint', con.conname FROM pg_constraint con
+                  JOIN pg_namespace n ON n.oid = con.connamespace WHERE n.nspname = 'public'
+                UNION ALL
+                SELECT 'trigger', t.tgname FROM pg_trigger t
+                  JOIN pg_class c ON c.oid = t.tgrelid
+                  JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = 'public' AND NOT t.tgisinternal
+                UNION ALL
+                SELECT 'function', p.proname FROM pg_proc p
+                  JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'
+                UNION ALL
+                SELECT 'type', t.typname FROM pg_type t
+                  JOIN pg_namespace n ON n.oid = t.typnamespace
+                  WHERE n.nspname = 'public' AND t.typtype IN ('d', 'e')
+                """
+            )
+    return {(kind, name) for kind, name in rows}
+
+
+async def table_names(target: Target) -> set[str]:
+    async with connect(target) as connection:
+        if target.is_sqlite:
+            rows = await connection.fetch("SELECT name FROM sqlite_master WHERE type = 'table'")
+        else:
+            rows = await connection.fetch(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+    return {name for (name,) in rows}
+
+
+def second_migration_objects(target: Target) -> set[str]:
+    """Names of what the second migration creates with raw SQL on this engine."""
+    checks = set(APP_TYPE_TRIGGERS) if target.is_sqlite else {APP_TYPE_CHECK}
+    return {UNIQUE_USER_APP, UNIQUE_GITHUB_USER_APP, *checks}
+
+
+def piccolo_bookkeeping(target: Target) -> set[tuple[str, str]]:
+    """What Piccolo's own `migration` table brings; all that may stay after backwards."""
+    if target.is_sqlite:
+        return {("table", "migration")}
+    return {
+        ("r", "migration"),
+        ("i", "migration_pkey"),
+        ("S", "migration_id_seq"),
+        ("constraint", "migration_pkey"),
+    }
+
+
+# ---------------------------------------------------------------- the piccolo command
+
+
+def run_piccolo_ok(*args: str, target: Target) -> str:
+    result = run_piccolo(*args, database_url=target.url)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "failed" not in output.lower(), output
+    return result.stdout
+
+
+def migration_file_ids() -> set[str]:
+    """The ID of every migration file in piccolo_migrations/."""
+    files = [path for path in MIGRATIONS_FOLDER.glob("*.py") if not path.name.startswith("__")]
+    ids = set()
+    for path in files:
+        match = re.search(r'^ID = "([^"]+)"$', path.read_text(), re.MULTILINE)
+        assert match, f"{path.name} has no ID"
+        ids.add(match.group(1))
+    assert len(ids) == len(files) >= 2
+    return ids
+
+
+def migration_status(target: Target) -> dict[str, str]:
+    """Migration ID -> the RAN column of `piccolo migrations check`."""
+    output = run_piccolo_ok("migrations", "check", target=target)
+    status = {}
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.split("|")]
+        if len(cells) == 4 and cells[0] == "ghvault":
+            status[cells[1]] = cells[3]
+    return status
+
+
+async def test_forwards_backwards_and_forwards_again_leave_the_same_schema(
+    empty_database: Target,
+) -> None:
+    """Make sure the migrations undo completely and then build the same schema again."""
+    target = empty_database
+    ids = migration_file_ids()
+
+    run_piccolo_ok("migrations", "forwards", "all", target=target)
+    first = await schema_objects(target)
+    assert await table_names(target) == APP_TABLES | {"migration"}
+    assert second_migration_objects(target) <= {name for _, name in first}
+
+    run_piccolo_ok("migrations", "backwards", "all", "--auto_agree", target=target)
+    assert not APP_TABLES & await table_names(target)
+    assert await schema_objects(target) == piccolo_bookkeeping(target)
+    assert migration_status(target) == dict.fromkeys(ids, "False")
+
+    run_piccolo_ok("migrations", "forwards", "all", target=target)
+    assert await schema_objects(target) == first
+    assert migration_status(target) == dict.fromkeys(ids, "True")
+
+
+# ---------------------------------------------------------------- schema vs tables
+
+_DIFFER = """
+import asyncio, json
+from piccolo.apps.migrations.commands.new import AutoMigrationManager
+from server.piccolo_app import APP_CONFIG
+
+async def main():
+    alters = await AutoMigrationManager(auto_input="n").get_alter_statements(app_config=APP_CONFIG)
+    print(json.dumps([statement for alter in alters for statement in alter.statements]))
+
+asyncio.run(main())
+"""
+
+
+def test_auto_migration_finds_nothing_to_add() -> None:
+    """Make sure the migrations describe the tables exactly: `migrations new --auto` has no diff.
+
+    The differ compares the migration files with the table classes and never
+    opens a database, so it runs once, not per engine; the live comparison
+    below covers both engines.
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", _DIFFER],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PICCOLO_CONF": "piccolo_conf"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    statements = json.loads(result.stdout.strip().splitlines()[-1])
+    assert statements == []
+
+
+async def test_migrated_tables_have_the_columns_and_nullability_of_the_table_classes(
+    migrated_database: Target,
+) -> None:
+    """Make sure each migrated table has exactly the Piccolo columns, NOT NULL where they are."""
+    target = migrated_database
+    assert await table_names(target) - {"migration"} == APP_TABLES
+    async with connect(target) as connection:
+        for table in TABLES:
+            name = table._meta.tablename
+            if target.is_sqlite:
+                rows = await connection.fetch(
+                    'SELECT name, "notnull" = 1 FROM pragma_table_info($1)', name
+                )
+            else:
+                rows = await connection.fetch(
+                    "SELECT column_name, is_nullable = 'NO' FROM information_schema.columns "
+                    "WHERE table_schema = 'public' AND table_name = $1",
+                    name,
+                )
+            in_database = {column: bool(not_null) for column, not_null in rows}
+            expected = {
+                column._meta.db_column_name: column._meta.primary_key or not column._meta.null
+                for column in table._meta.columns
+            }
+            assert in_database == expected, name
+
+
+# ---------------------------------------------------------------- constraints
+
+
+async def add_user(connection: Connection, user_id: str) -> None:
+    await connection.execute("INSERT INTO users (id) VALUES ($1)", user_id)
+
+
+INSERT_TOKEN = (
+    "INSERT INTO user_github_app_tokens (id, user_id, github_app_type, github_user_id, "
+    "github_login) VALUES ($1, $2, $3, $4, 'octocat')"
+)
+
+
+async def add_token(
+    connection: Connection, user_id: str, app_type: str, github_user_id: str
+) -> str:
+    token_id = str(uuid.uuid4())
+    await connection.execute(INSERT_TOKEN, token_id, user_id, app_type, github_user_id)
+    return token_id
+
+
+async def assert_refused(connection: Connection, rule: str, sql: str, *args: Any) -> None:
+    """The statement fails, and for the given rule rather than any other."""
+    with pytest.raises(
+        (sqlite3.IntegrityError, asyncpg.IntegrityConstraintViolationError)
+    ) as caught:
+        await connection.execute(sql, *args)
+    if connection.target.is_sqlite:
+        assert SQLITE_MESSAGES[rule] in str(caught.value)
+    else:
+        assert caught.value.constraint_name == rule
+
+
+def unique(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_a_user_has_at_most_one_token_per_app_type(migrated_database: Target) -> None:
+    """Make sure a second token row for the same user and app type is refused."""
+    async with connect(migrated_database) as connection:
+        user = unique("alice")
+        await add_user(connection, user)
+        await add_token(connection, user, "standard", unique("gh"))
+        await add_token(connection, user, "lite", unique("gh"))
+
+        await assert_refused(
+            connection,
+            UNIQUE_USER_APP,
+            INSERT_TOKEN,
+            str(uuid.uuid4()),
+            user,
+            "standard",
+            unique("gh"),
+        )
+        rows = await connection.fetch(
+            "SELECT github_app_type FROM user_github_app_tokens WHERE user_id = $1", user
+        )
+        assert sorted(app_type for (app_type,) in rows) == ["lite", "standard"]
+
+
+async def test_a_github_account_links_to_one_user_per_app_type(
+    migrated_database: Target,
+) -> None:
+    """Make sure two users cannot hold a token of the same GitHub account and app type."""
+    async with connect(migrated_database) as connection:
+        alice, bob, github_user = unique("alice"), unique("bob"), unique("gh")
+        await add_user(connection, alice)
+        await add_user(connection, bob)
+        await add_token(connection, alice, "standard", github_user)
+        await add_token(connection, bob, "lite", github_user)
+
+        await assert_refused(
+            connection,
+            UNIQUE_GITHUB_USER_APP,
+            INSERT_TOKEN,
+            str(uuid.uuid4()),
+            bob,
+            "standard",
+            github_user,
+        )
+
+
+async def test_app_type_must_be_standard_or_lite(migrated_database: Target) -> None:
+    """Make sure an unknown app type is refused on insert and on update."""
+    async with connect(migrated_database) as connection:
+        user = unique("alice")
+        await add_user(connection, user)
+        await assert_refused(
+            connection,
+            APP_TYPE_CHECK,
+            INSERT_TOKEN,
+            str(uuid.uuid4()),
+            user,
+            "enterprise",
+            unique("gh"),
+        )
+
+        token_id = await add_token(connection, user, "lite", unique("gh"))
+        await assert_refused(
+            connection,
+            APP_TYPE_CHECK,
+            "UPDATE user_github_app_tokens SET github_app_type = 'enterprise' WHERE id = $1",
+            token_id,
+        )
+        rows = await connection.fetch(
+            "SELECT github_app_type FROM user_github_app_tokens WHERE user_id = $1", user
+        )
+        assert rows == [("lite",)]
+
+
+async def test_deleting_a_user_deletes_its_tokens(migrated_database: Target) -> None:
+    """Make sure a user's token rows go with the user, and nobody else's do."""
+    async with connect(migrated_database) as connection:
+        alice, bob = unique("alice"), unique("bob")
+        for user in (alice, bob):
+            await add_user(connection, user)
+            await add_token(connection, user, "standard", unique("gh"))
+            await add_token(connection, user, "lite", unique("gh"))
+
+        await connection.execute("DELETE FROM users WHERE id = $1", alice)
+
+        count = "SELECT COUNT(*) FROM user_github_app_tokens WHERE user_id = $1"
+        assert await connection.fetch(count, alice) == [(0,)]
+        assert await connection.fetch(count, bob) == [(2,)]
+
+
+# ---------------------------------------------------------------- ghvault migrate
+
+
+def run_ghvault_migrate(cwd: Path, database_url: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "PICCOLO_CONF"}
+    env["DATABASE_URL"] = database_url
+    return subprocess.run(
+        [str(GHVAULT), "migrate"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def applied_migrations(path: Path) -> list[str]:
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute("SELECT name FROM migration ORDER BY name").fetchall()
+    connection.close()
+    return [name for (name,) in rows]
+
+
+@pytest.mark.parametrize("location", ["absolute", "relative"])
+def test_ghvault_migrate_creates_the_sqlite_file_and_reruns_as_a_no_op(
+    tmp_path: Path, location: str
+) -> None:
+    """Make sure `ghvault migrate` makes the missing folder, migrates, and is safe to rerun."""
+    path = tmp_path / "state" / "db" / "ghvault.sqlite"
+    url_path = str(path) if location == "absolute" else "state/db/ghvault.sqlite"
+    url = f"sqlite:///{url_path}"
+    assert not path.parent.exists()
+
+    first = run_ghvault_migrate(tmp_path, url)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert path.is_file()
+    assert applied_migrations(path) == sorted(migration_file_ids())
+
+    again = run_ghvault_migrate(tmp_path, url)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert applied_migrations(path) == sorted(migration_file_ids())
+    # Nothing is written anywhere else, e.g. a default data/ghvault.sqlite.
+    assert {item.parent for item in tmp_path.rglob("*") if item.is_file()} == {path.parent}
+
+
+def test_ghvault_migrate_refuses_an_unsupported_database_url(tmp_path: Path) -> None:
+    """Make sure an unknown DATABASE_URL scheme fails with one line that hides the value."""
+    result = run_ghvault_migrate(tmp_path, "mysql://x")
+    assert result.returncode != 0
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "DATABASE_URL" in lines[0]
+    assert "mysql://x" not in result.stderr + result.stdout
+    assert list(tmp_path.iterdir()) == []
