@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,13 +102,13 @@ class Settings:
             environment=environment,
             graphiql_enabled=reader.flag("GRAPHIQL_ENABLED", default=not is_production),
             graphql_limits=GraphQLLimits(
-                max_depth=int(reader.number("GRAPHQL_MAX_DEPTH", 12, low=2)),
-                max_aliases=int(reader.number("GRAPHQL_MAX_ALIASES", 30, low=1)),
-                max_tokens=int(reader.number("GRAPHQL_MAX_TOKENS", 2000, low=50)),
-                max_body_bytes=int(reader.number("GRAPHQL_MAX_BODY_BYTES", 64 * 1024, low=1024)),
+                max_depth=reader.integer("GRAPHQL_MAX_DEPTH", 12, low=2),
+                max_aliases=reader.integer("GRAPHQL_MAX_ALIASES", 30, low=1),
+                max_tokens=reader.integer("GRAPHQL_MAX_TOKENS", 2000, low=50),
+                max_body_bytes=reader.integer("GRAPHQL_MAX_BODY_BYTES", 64 * 1024, low=1024),
             ),
             host=reader.get("HOST") or "127.0.0.1",
-            port=int(reader.number("PORT", 8080, low=0, high=65535)),
+            port=reader.integer("PORT", 8080, low=0, high=65535),
         )
 
 
@@ -168,10 +169,16 @@ class _EnvReader:
             number = float(value)
         except ValueError:
             raise ConfigError(f"{name} must be a number") from None
-        if number < low or (high is not None and number > high):
+        if not math.isfinite(number) or number < low or (high is not None and number > high):
             upper = f" and at most {high:g}" if high is not None else ""
             raise ConfigError(f"{name} must be at least {low:g}{upper}")
         return number
+
+    def integer(self, name: str, default: int, *, low: int, high: int | None = None) -> int:
+        value = self.get(name)
+        if value is not None and not value.isdigit():
+            raise ConfigError(f"{name} must be a whole number")
+        return int(self.number(name, default, low=low, high=high))
 
     def url(self, name: str, default: str) -> str:
         value = self.get(name) or default
@@ -260,10 +267,9 @@ def _refuse_reused_secrets(
 
 
 def _b64_or_none(value: bytes) -> bytes | None:
+    """`value` read as base64 the way keys are (standard or urlsafe, padding optional)."""
+    text = value.strip().translate(bytes.maketrans(b"-_", b"+/"))
     try:
-        return base64.b64decode(value, validate=True)
+        return base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
-        try:
-            return base64.urlsafe_b64decode(value)
-        except (binascii.Error, ValueError):
-            return None
+        return None

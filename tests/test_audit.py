@@ -52,7 +52,12 @@ async def test_store_revoke_and_purge_each_write_one_event(
     ]
     assert {e["subjectUserId"] for e in events} == {"alice"}
     details = [json.loads(e["detail"]) for e in events]
-    assert details[0] == {"already_purged": False, "deleted_tokens": 1}
+    # The revoked token had nothing left to revoke at GitHub.
+    assert details[0] == {
+        "already_purged": False,
+        "deleted_tokens": 1,
+        "github": {"standard": "no_token"},
+    }
     assert details[1] == {"already_revoked": False, "reason": "user_revoked"}
     assert details[2]["credential_version"] == 1
     rows = await database.fetch("SELECT * FROM audit_events")

@@ -166,6 +166,18 @@ BAD_CONFIGS = [
     pytest.param({"PORT": "eighty"}, "PORT", "eighty", id="non-numeric-port"),
     pytest.param({"PORT": "70000"}, "PORT", "70000", id="port-out-of-range"),
     pytest.param({"GRAPHIQL_ENABLED": "sometimes"}, "GRAPHIQL_ENABLED", "sometimes", id="bad-flag"),
+    pytest.param({"PORT": "nan"}, "PORT", "nan", id="nan-port"),
+    pytest.param({"PORT": "80.5"}, "PORT", "80.5", id="fractional-port"),
+    pytest.param({"GRAPHQL_MAX_DEPTH": "inf"}, "GRAPHQL_MAX_DEPTH", "inf", id="infinite-depth"),
+    pytest.param(
+        {"GITHUB_TIMEOUT_SECONDS": "nan"}, "GITHUB_TIMEOUT_SECONDS", "nan", id="nan-timeout"
+    ),
+    pytest.param(
+        {"AUTH_JWT_SECRET": ACTIVE_KEY.rstrip("=")},
+        KEY_ENV,
+        ACTIVE_KEY.rstrip("="),
+        id="key-is-jwt-secret-unpadded",
+    ),
     pytest.param(
         {"GITHUB_APP_CLIENT_ID": "Iv1.a1b2c3d4e5f6"},
         "GITHUB_APP_CLIENT_SECRET",
