@@ -12,13 +12,23 @@ from piccolo.engine.base import Engine
 from strawberry.aiohttp.views import GraphQLView
 
 from server import db
-from server.appkeys import CLOCK, ENGINE, GITHUB, KNOWN_USERS, REQUEST_ID, SETTINGS
+from server.appkeys import (
+    CLOCK,
+    ENGINE,
+    GITHUB,
+    KNOWN_USERS,
+    REFRESH_LOCKS,
+    REQUEST_ID,
+    SETTINGS,
+)
 from server.auth import AuthenticationError, authenticate
 from server.clock import Clock, utc_now
 from server.config import Settings
+from server.domain.checkout import KeyedLocks
 from server.github import GitHubClient, new_client_session
 from server.graphql.context import Context
 from server.graphql.schema import create_schema
+from server.webhooks import github_webhook
 
 logger = logging.getLogger("ghvault.app")
 
@@ -49,6 +59,7 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
             principal=principal,
             github=app.get(GITHUB),
             known_users=app[KNOWN_USERS],
+            refresh_locks=app[REFRESH_LOCKS],
         )
 
 
@@ -113,6 +124,7 @@ def create_app(
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[KNOWN_USERS] = set()
+    app[REFRESH_LOCKS] = KeyedLocks()
     if engine is None:
         app[ENGINE] = db.create_engine(settings.database)
         app.cleanup_ctx.append(_database_context)
@@ -128,6 +140,7 @@ def create_app(
     app.router.add_route("POST", "/graphql", view)
     if settings.graphiql_enabled:
         app.router.add_route("GET", "/graphql", view)
+    app.router.add_post("/webhooks/github", github_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

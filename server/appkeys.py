@@ -5,6 +5,7 @@ from piccolo.engine.base import Engine
 
 from server.clock import Clock
 from server.config import Settings
+from server.domain.checkout import KeyedLocks
 from server.github import GitHubClient
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -12,5 +13,6 @@ CLOCK = web.AppKey("clock", Clock)
 ENGINE = web.AppKey("engine", Engine)
 GITHUB = web.AppKey("github", GitHubClient)
 KNOWN_USERS = web.AppKey("known_users", set[str])
+REFRESH_LOCKS = web.AppKey("refresh_locks", KeyedLocks)
 
 REQUEST_ID = web.RequestKey("request_id", str)

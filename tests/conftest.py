@@ -41,6 +41,7 @@ from server.db import PooledSQLiteEngine
 from server.domain.enums import Role
 from server.logs import json_handler
 from server.tables import TABLES
+from tests.fake_github import DEFAULT_APPS, LITE_APP, STANDARD_APP, FakeGitHub, start_fake_github
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PICCOLO = Path(sys.executable).parent / "piccolo"
@@ -243,9 +244,35 @@ def clock() -> MovableClock:
     return MovableClock()
 
 
+WEBHOOK_SECRET = "standard-webhook-secret-for-tests"
+WEBHOOK_SECRET_LITE = "lite-webhook-secret-for-tests"
+GITHUB_TIMEOUT_SECONDS = 1.0
+
+
+def github_env(fake: FakeGitHub) -> dict[str, str]:
+    """Both apps pointed at the fake GitHub."""
+    return {
+        "GITHUB_APP_CLIENT_ID": STANDARD_APP.client_id,
+        "GITHUB_APP_CLIENT_SECRET": STANDARD_APP.client_secret,
+        "GITHUB_APP_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "GITHUB_APP_CLIENT_ID_LITE": LITE_APP.client_id,
+        "GITHUB_APP_CLIENT_SECRET_LITE": LITE_APP.client_secret,
+        "GITHUB_APP_WEBHOOK_SECRET_LITE": WEBHOOK_SECRET_LITE,
+        "GITHUB_OAUTH_BASE_URL": fake.base_url,
+        "GITHUB_API_BASE_URL": fake.base_url,
+        "GITHUB_TIMEOUT_SECONDS": str(GITHUB_TIMEOUT_SECONDS),
+    }
+
+
 @pytest.fixture
-def settings(database: Database) -> Settings:
-    return Settings.from_env(base_env(DATABASE_URL=database.url))
+async def fake_github() -> AsyncIterator[FakeGitHub]:
+    async with start_fake_github(apps=DEFAULT_APPS) as fake:
+        yield fake
+
+
+@pytest.fixture
+def settings(database: Database, fake_github: FakeGitHub) -> Settings:
+    return Settings.from_env(base_env(DATABASE_URL=database.url, **github_env(fake_github)))
 
 
 def bearer(sub: str, role: Role, *, ttl: timedelta = timedelta(hours=1), **claims: Any) -> str:

@@ -63,3 +63,4 @@ class ErrorCode(StrEnum):
     STATE_EXPIRED = "state_expired"
     STATE_ALREADY_USED = "state_already_used"
     ACCOUNT_MISMATCH = "account_mismatch"
+    TOKEN_UNREADABLE = "token_unreadable"

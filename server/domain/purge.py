@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from server.auth import Principal
+from server.crypto import Keyring
 from server.db import erase_freed_pages, for_update, write_transaction
 from server.domain import audit
-from server.domain.enums import AuditAction, ErrorCode
+from server.domain.checkout import GitHubAccess
+from server.domain.disconnect import revoke_grant_at_github
+from server.domain.enums import AppType, AuditAction, ErrorCode
 from server.domain.errors import OperationError
 from server.tables import OAuthState
 from server.tables import User as UserRow
@@ -24,18 +29,43 @@ class PurgeUserSuccess:
     already_purged: bool
 
 
+async def revoke_grants_at_github(
+    user_id: str, *, keyring: Keyring, github_for: Mapping[AppType, GitHubAccess]
+) -> dict[str, str]:
+    """Best effort, concurrently and bounded in time: {app type: outcome}."""
+    rows = await Token.select(
+        Token.user_id, Token.github_app_type, Token.github_user_id, Token.access_token_encrypted
+    ).where(Token.user_id == user_id)
+    outcomes = await asyncio.gather(
+        *(
+            revoke_grant_at_github(
+                row, keyring=keyring, github=github_for[AppType(row["github_app_type"])]
+            )
+            for row in rows
+        )
+    )
+    return {row["github_app_type"]: outcome for row, outcome in zip(rows, outcomes, strict=True)}
+
+
 async def purge_user(
     actor: Principal,
     user_id: str,
     *,
     now: datetime,
-    github_outcome: dict[str, Any] | None = None,
+    keyring: Keyring | None = None,
+    github_for: Mapping[AppType, GitHubAccess] | None = None,
 ) -> PurgeUserSuccess | OperationError:
     """Erase the user in one transaction; idempotent.
 
-    `github_outcome` is what revoking the grants at GitHub achieved, if that
-    was attempted first; it goes into the audit detail.
+    With GitHub access given, the grants are revoked at GitHub first (best
+    effort); the outcome goes into the audit detail, and local erasure
+    happens whatever GitHub answered.
     """
+    github_outcome: dict[str, Any] | None = None
+    if keyring is not None and github_for is not None:
+        github_outcome = await revoke_grants_at_github(
+            user_id, keyring=keyring, github_for=github_for
+        )
     async with write_transaction():
         user = await for_update(
             UserRow.select(UserRow.purged_at).where(UserRow.id == user_id)

@@ -125,15 +125,23 @@ def _already_connected() -> OperationError:
 
 
 async def store_token(
-    actor: Principal, data: StoreTokenInput, *, keyring: Keyring, now: datetime
+    actor: Principal,
+    data: StoreTokenInput,
+    *,
+    keyring: Keyring,
+    now: datetime,
+    source: str = "api",
 ) -> StoreTokenSuccess | OperationError:
-    """Upsert the user and their token row; clears any revocation."""
+    """Upsert the user and their token row; clears any revocation.
+
+    `source` says how the tokens arrived (the API or the connect flow), for the audit log.
+    """
     problem = validate_store_input(data)
     if problem is not None:
         return problem
     try:
         async with write_transaction():
-            return await _store_locked(actor, data, keyring=keyring, now=now)
+            return await _store_locked(actor, data, keyring=keyring, now=now, source=source)
     except Exception as exc:
         # Two users racing to attach one GitHub identity: the unique index decides.
         if is_unique_violation(exc):
@@ -142,7 +150,7 @@ async def store_token(
 
 
 async def _store_locked(
-    actor: Principal, data: StoreTokenInput, *, keyring: Keyring, now: datetime
+    actor: Principal, data: StoreTokenInput, *, keyring: Keyring, now: datetime, source: str
 ) -> StoreTokenSuccess | OperationError:
     await ensure_user(data.user_id, now=now)
     # Locking the user serializes every token write of that user (PostgreSQL).
@@ -227,6 +235,7 @@ async def _store_locked(
             "credential_version": version,
             "has_refresh_token": data.refresh_token is not None,
             "key_id": keyring.active_key_id,
+            "source": source,
         },
     )
     return StoreTokenSuccess(await token_status(data.user_id, data.app_type, now))
@@ -262,16 +271,7 @@ async def revoke_token(
             )
         already_revoked = row["revoked_at"] is not None
         if not already_revoked:
-            await Token.update(
-                {
-                    Token.revoked_at: now,
-                    Token.revocation_reason: reason.value,
-                    Token.access_token_encrypted: None,
-                    Token.refresh_token_encrypted: None,
-                    Token.credential_version: row["credential_version"] + 1,
-                    Token.updated_at: now,
-                }
-            ).where(Token.id == row["id"])
+            await mark_revoked(row["id"], row["credential_version"], reason, now)
         await audit.record(
             AuditAction.TOKEN_REVOKED,
             actor=actor,
@@ -282,3 +282,22 @@ async def revoke_token(
         )
         status = await token_status(target, app_type, now)
     return RevokeTokenSuccess(token=status, already_revoked=already_revoked)
+
+
+async def mark_revoked(
+    row_id: object, credential_version: int, reason: RevocationReason, now: datetime
+) -> None:
+    """Revoke a locked row: erase both ciphertexts and bump the version.
+
+    The bump is what makes a refresh in flight lose its compare-and-swap.
+    """
+    await Token.update(
+        {
+            Token.revoked_at: now,
+            Token.revocation_reason: reason.value,
+            Token.access_token_encrypted: None,
+            Token.refresh_token_encrypted: None,
+            Token.credential_version: credential_version + 1,
+            Token.updated_at: now,
+        }
+    ).where(Token.id == row_id)

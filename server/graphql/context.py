@@ -11,6 +11,8 @@ from server.auth import Principal
 from server.clock import Clock
 from server.config import Settings
 from server.domain import users
+from server.domain.checkout import GitHubAccess, KeyedLocks
+from server.domain.enums import AppType
 from server.github import GitHubClient
 
 # Ids created this process; bounded so a flood of distinct users cannot grow it forever.
@@ -27,9 +29,16 @@ class Context:
     principal: Principal | None
     github: GitHubClient | None = None
     known_users: set[str] = field(default_factory=set)
+    refresh_locks: KeyedLocks = field(default_factory=KeyedLocks)
 
     def now(self) -> datetime:
         return self.clock()
+
+    def github_for(self, app_type: AppType) -> GitHubAccess:
+        return GitHubAccess(client=self.github, app=self.settings.github_apps.get(app_type))
+
+    def github_for_all(self) -> dict[AppType, GitHubAccess]:
+        return {app_type: self.github_for(app_type) for app_type in AppType}
 
     async def ensure_user(self, principal: Principal) -> None:
         """Create the user row on its first request (once per process)."""

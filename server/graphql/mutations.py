@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import strawberry
 
-from server.domain import purge, tokens
+from server.domain import checkout, connect, disconnect, purge, tokens
+from server.domain.enums import AppType
 from server.domain.errors import OperationError as DomainOperationError
-from server.graphql.permissions import IsAdmin, IsService, IsUserOrAdmin, require_principal
+from server.graphql.permissions import (
+    IsAdmin,
+    IsService,
+    IsUser,
+    IsUserOrAdmin,
+    require_principal,
+)
 from server.graphql.types import (
+    CheckoutGithubTokenResult,
+    CheckoutSuccess,
+    CompleteGithubConnectResult,
+    CompleteGithubConnectSuccess,
+    DisconnectGithubResult,
+    DisconnectGithubSuccess,
+    GithubConnectStart,
     GithubTokenStatus,
     Info,
     OperationError,
@@ -16,6 +30,7 @@ from server.graphql.types import (
     RevokeTokenInput,
     RevokeTokenResult,
     RevokeTokenSuccess,
+    StartGithubConnectResult,
     StoreGithubTokenInput,
     StoreGithubTokenResult,
     StoreGithubTokenSuccess,
@@ -80,7 +95,14 @@ class Mutation:
         description="ADMIN. GDPR erasure: see DESIGN.md.", permission_classes=[IsAdmin]
     )
     async def purge_user(self, info: Info, user_id: strawberry.ID) -> PurgeUserResult:
-        result = await purge.purge_user(require_principal(info), user_id, now=info.context.now())
+        context = info.context
+        result = await purge.purge_user(
+            require_principal(info),
+            user_id,
+            now=context.now(),
+            keyring=context.settings.keyring,
+            github_for=context.github_for_all(),
+        )
         if isinstance(result, DomainOperationError):
             return OperationError.from_domain(result)
         return PurgeUserSuccess(
@@ -88,4 +110,97 @@ class Mutation:
             deleted_tokens=result.deleted_tokens,
             purged_at=result.purged_at,
             already_purged=result.already_purged,
+        )
+
+    @strawberry.mutation(
+        description="USER. Begin the GitHub App user authorization (state + PKCE).",
+        permission_classes=[IsUser],
+    )
+    async def start_github_connect(
+        self,
+        info: Info,
+        app_type: AppType = AppType.STANDARD,
+        redirect_uri: str | None = strawberry.UNSET,
+    ) -> StartGithubConnectResult:
+        result = await connect.start_connect(
+            require_principal(info),
+            app_type,
+            redirect_uri or None,
+            now=info.context.now(),
+            github=info.context.github_for(app_type),
+        )
+        if isinstance(result, DomainOperationError):
+            return OperationError.from_domain(result)
+        return GithubConnectStart(
+            authorize_url=result.authorize_url, state=result.state, expires_at=result.expires_at
+        )
+
+    @strawberry.mutation(
+        description="USER. Finish it with the `code` and `state` GitHub sent to the redirect URI.",
+        permission_classes=[IsUser],
+    )
+    async def complete_github_connect(
+        self, info: Info, code: str, state: str
+    ) -> CompleteGithubConnectResult:
+        context = info.context
+        result = await connect.complete_connect(
+            require_principal(info),
+            code,
+            state,
+            now=context.now(),
+            keyring=context.settings.keyring,
+            github_for=context.github_for_all(),
+        )
+        if isinstance(result, DomainOperationError):
+            return OperationError.from_domain(result)
+        return CompleteGithubConnectSuccess(token=GithubTokenStatus.from_domain(result.token))
+
+    @strawberry.mutation(
+        description="USER. Revoke the grant at GitHub and delete the stored tokens.",
+        permission_classes=[IsUser],
+    )
+    async def disconnect_github(
+        self, info: Info, app_type: AppType = AppType.STANDARD
+    ) -> DisconnectGithubResult:
+        context = info.context
+        result = await disconnect.disconnect(
+            require_principal(info),
+            app_type,
+            now=context.now(),
+            keyring=context.settings.keyring,
+            github=context.github_for(app_type),
+        )
+        if isinstance(result, DomainOperationError):
+            return OperationError.from_domain(result)
+        return DisconnectGithubSuccess(
+            revoked_at_github=result.revoked_at_github,
+            token=GithubTokenStatus.from_domain(result.token),
+        )
+
+    @strawberry.mutation(
+        description="SERVICE. A usable access token, refreshed at GitHub when it is near expiry.",
+        permission_classes=[IsService],
+    )
+    async def checkout_github_token(
+        self, info: Info, user_id: strawberry.ID, app_type: AppType = AppType.STANDARD
+    ) -> CheckoutGithubTokenResult:
+        context = info.context
+        result = await checkout.checkout_token(
+            require_principal(info),
+            user_id,
+            app_type,
+            now=context.now(),
+            keyring=context.settings.keyring,
+            github=context.github_for(app_type),
+            locks=context.refresh_locks,
+        )
+        if isinstance(result, DomainOperationError):
+            return OperationError.from_domain(result)
+        return CheckoutSuccess(
+            access_token=result.access_token,
+            access_token_expires_at=result.access_token_expires_at,
+            github_user_id=result.github_user_id,
+            github_login=result.github_login,
+            commit_author=result.commit_author,
+            refreshed=result.refreshed,
         )

@@ -305,3 +305,57 @@ class PurgeUserSuccess:
 
 
 PurgeUserResult = Annotated[PurgeUserSuccess | OperationError, strawberry.union("PurgeUserResult")]
+
+
+@strawberry.type
+class GithubConnectStart:
+    authorize_url: str = strawberry.field(description="Send the browser here.")
+    state: str
+    expires_at: datetime
+
+
+StartGithubConnectResult = Annotated[
+    GithubConnectStart | OperationError, strawberry.union("StartGithubConnectResult")
+]
+
+
+@strawberry.type
+class CompleteGithubConnectSuccess:
+    token: GithubTokenStatus
+
+
+CompleteGithubConnectResult = Annotated[
+    CompleteGithubConnectSuccess | OperationError, strawberry.union("CompleteGithubConnectResult")
+]
+
+
+@strawberry.type
+class DisconnectGithubSuccess:
+    revoked_at_github: bool = strawberry.field(
+        description="False when GitHub could not be reached; the local row is deleted regardless."
+    )
+    token: GithubTokenStatus
+
+
+DisconnectGithubResult = Annotated[
+    DisconnectGithubSuccess | OperationError, strawberry.union("DisconnectGithubResult")
+]
+
+
+@strawberry.type
+class CheckoutSuccess:
+    access_token: str
+    access_token_expires_at: datetime | None
+    github_user_id: str
+    github_login: str
+    commit_author: str = strawberry.field(
+        description="Ready for `git commit --author`: login <id+login@users.noreply.github.com>"
+    )
+    refreshed: bool = strawberry.field(
+        description="True when this call refreshed the token at GitHub."
+    )
+
+
+CheckoutGithubTokenResult = Annotated[
+    CheckoutSuccess | OperationError, strawberry.union("CheckoutGithubTokenResult")
+]

@@ -1,0 +1,332 @@
+"""Checkout: a usable access token for the commit worker, refreshed when near expiry.
+
+GitHub refresh tokens work once, so exactly one refresh may reach GitHub per
+credential_version. Within a process a per-token asyncio lock lets one task
+refresh while the others wait; across processes the row lock (PostgreSQL
+`FOR UPDATE`, SQLite `BEGIN IMMEDIATE`) is held over the re-read, the call
+to GitHub and the compare-and-swap of credential_version. Whoever finds the
+version moved on uses the token the winner stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from server.auth import Principal
+from server.crypto import DecryptionError, Keyring, TokenSlot, key_id_of
+from server.db import for_update, write_transaction
+from server.domain import audit
+from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReason, TokenKind
+from server.domain.errors import OperationError
+from server.domain.tokens import mark_revoked
+from server.github import BadRefreshToken, GitHubApp, GitHubClient, GitHubError, TokenGrant
+from server.tables import UserGithubAppToken as Token
+
+REFRESH_MARGIN = timedelta(minutes=5)
+
+CHECKOUT_COLUMNS = (
+    Token.id,
+    Token.user_id,
+    Token.github_app_type,
+    Token.github_user_id,
+    Token.github_login,
+    Token.access_token_encrypted,
+    Token.access_token_expires_at,
+    Token.refresh_token_encrypted,
+    Token.refresh_token_expires_at,
+    Token.credential_version,
+    Token.revoked_at,
+)
+
+
+@dataclass(frozen=True)
+class CheckoutSuccess:
+    access_token: str = field(repr=False)
+    access_token_expires_at: datetime | None
+    github_user_id: str
+    github_login: str
+    refreshed: bool
+
+    @property
+    def commit_author(self) -> str:
+        """Ready for `git commit --author`, with GitHub's no-reply address."""
+        login = self.github_login
+        return f"{login} <{self.github_user_id}+{login}@users.noreply.github.com>"
+
+
+class KeyedLocks:
+    """One asyncio lock per key, forgotten once nobody holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+@dataclass(frozen=True)
+class GitHubAccess:
+    """What a refresh needs from GitHub; `app` is None when that app is not configured."""
+
+    client: GitHubClient | None
+    app: GitHubApp | None
+
+
+def _select(user_id: str, app_type: AppType) -> Any:
+    return Token.select(*CHECKOUT_COLUMNS).where(
+        (Token.user_id == user_id) & (Token.github_app_type == app_type.value)
+    )
+
+
+def _slot(row: dict[str, Any], kind: TokenKind) -> TokenSlot:
+    return TokenSlot(row["user_id"], row["github_app_type"], row["github_user_id"], kind.value)
+
+
+def _unusable(row: dict[str, Any] | None) -> OperationError | None:
+    if row is None:
+        return OperationError(
+            ErrorCode.NOT_CONNECTED, "No GitHub token is stored for this user and app type."
+        )
+    if row["revoked_at"] is not None:
+        return OperationError(
+            ErrorCode.TOKEN_REVOKED, "The GitHub token was revoked; the user must connect again."
+        )
+    return None
+
+
+def _needs_refresh(row: dict[str, Any], now: datetime) -> bool:
+    expires_at = row["access_token_expires_at"]
+    return expires_at is not None and expires_at <= now + REFRESH_MARGIN
+
+
+def _refresh_token_usable(row: dict[str, Any], now: datetime) -> bool:
+    expires_at = row["refresh_token_expires_at"]
+    return row["refresh_token_encrypted"] is not None and (expires_at is None or expires_at > now)
+
+
+async def checkout_token(
+    actor: Principal,
+    user_id: str,
+    app_type: AppType,
+    *,
+    now: datetime,
+    keyring: Keyring,
+    github: GitHubAccess,
+    locks: KeyedLocks,
+) -> CheckoutSuccess | OperationError:
+    row = await _select(user_id, app_type).first()
+    problem = _unusable(row)
+    if problem is not None:
+        return problem
+    if not _needs_refresh(row, now):
+        async with write_transaction():
+            return await _hand_out(actor, row, now=now, keyring=keyring, refreshed=False)
+    async with locks.hold((user_id, app_type)):
+        try:
+            async with write_transaction():
+                return await _refresh_locked(
+                    actor,
+                    user_id,
+                    app_type,
+                    seen_version=row["credential_version"],
+                    now=now,
+                    keyring=keyring,
+                    github=github,
+                )
+        except GitHubError as exc:
+            # Raised inside the transaction, so the row is exactly as it was.
+            async with write_transaction():
+                await audit.record(
+                    AuditAction.TOKEN_REFRESH_FAILED,
+                    actor=actor,
+                    now=now,
+                    subject_user_id=user_id,
+                    app_type=app_type,
+                    detail={"reason": "github_unavailable", "error": type(exc).__name__},
+                )
+            return OperationError(
+                ErrorCode.GITHUB_UNAVAILABLE,
+                "GitHub could not refresh the token right now; try again later.",
+            )
+
+
+async def _refresh_locked(
+    actor: Principal,
+    user_id: str,
+    app_type: AppType,
+    *,
+    seen_version: int,
+    now: datetime,
+    keyring: Keyring,
+    github: GitHubAccess,
+) -> CheckoutSuccess | OperationError:
+    row = await for_update(_select(user_id, app_type)).first()
+    problem = _unusable(row)
+    if problem is not None:
+        return problem
+    if row["credential_version"] != seen_version or not _needs_refresh(row, now):
+        # Another task or process refreshed while this one waited for the lock.
+        return await _hand_out(actor, row, now=now, keyring=keyring, refreshed=False)
+    if not _refresh_token_usable(row, now):
+        return OperationError(
+            ErrorCode.REFRESH_FAILED,
+            "The access token expired and there is no usable refresh token; "
+            "the user must connect again.",
+        )
+    if github.client is None or github.app is None:
+        return OperationError(
+            ErrorCode.GITHUB_UNAVAILABLE,
+            f"The {app_type.name} GitHub App is not configured, so the token cannot be refreshed.",
+        )
+    try:
+        refresh_token = keyring.decrypt(
+            row["refresh_token_encrypted"], _slot(row, TokenKind.REFRESH)
+        )
+    except DecryptionError as exc:
+        return await _unreadable(actor, row, TokenKind.REFRESH, exc, now=now)
+    try:
+        grant = await github.client.refresh(github.app, refresh_token=refresh_token, now=now)
+    except BadRefreshToken:
+        await mark_revoked(row["id"], seen_version, RevocationReason.REFRESH_FAILED, now)
+        await audit.record(
+            AuditAction.TOKEN_REFRESH_FAILED,
+            actor=actor,
+            now=now,
+            subject_user_id=user_id,
+            app_type=app_type,
+            detail={"reason": "bad_refresh_token", "credential_version": seen_version + 1},
+        )
+        return OperationError(
+            ErrorCode.REFRESH_FAILED,
+            "GitHub refused the refresh token; the token is revoked and the user must connect "
+            "again.",
+        )
+    await _store_grant(row, grant, seen_version=seen_version, now=now, keyring=keyring)
+    await audit.record(
+        AuditAction.TOKEN_REFRESHED,
+        actor=actor,
+        now=now,
+        subject_user_id=user_id,
+        app_type=app_type,
+        detail={"credential_version": seen_version + 1, "key_id": keyring.active_key_id},
+    )
+    refreshed = {
+        **row,
+        "access_token_expires_at": grant.access_token_expires_at,
+        "credential_version": seen_version + 1,
+    }
+    return await _hand_out(
+        actor, refreshed, now=now, keyring=keyring, refreshed=True, plaintext=grant.access_token
+    )
+
+
+async def _store_grant(
+    row: dict[str, Any], grant: TokenGrant, *, seen_version: int, now: datetime, keyring: Keyring
+) -> None:
+    """Compare-and-swap the new pair in; the version must be the one refreshed from."""
+    refresh_ciphertext = (
+        keyring.encrypt(grant.refresh_token, _slot(row, TokenKind.REFRESH))
+        if grant.refresh_token
+        else None
+    )
+    swapped = (
+        await Token.update(
+            {
+                Token.access_token_encrypted: keyring.encrypt(
+                    grant.access_token, _slot(row, TokenKind.ACCESS)
+                ),
+                Token.access_token_expires_at: grant.access_token_expires_at,
+                Token.refresh_token_encrypted: refresh_ciphertext,
+                Token.refresh_token_expires_at: grant.refresh_token_expires_at,
+                Token.credential_version: seen_version + 1,
+                Token.last_refreshed_at: now,
+                Token.updated_at: now,
+            }
+        )
+        .where((Token.id == row["id"]) & (Token.credential_version == seen_version))
+        .returning(Token.id)
+    )
+    if not swapped:
+        # The row lock makes this unreachable; if it ever happens, keep the stored row.
+        raise RuntimeError("credential_version moved while the row was locked")
+
+
+async def _hand_out(
+    actor: Principal,
+    row: dict[str, Any],
+    *,
+    now: datetime,
+    keyring: Keyring,
+    refreshed: bool,
+    plaintext: str | None = None,
+) -> CheckoutSuccess | OperationError:
+    """Decrypt (unless just refreshed), note the use, audit, return."""
+    if plaintext is None:
+        try:
+            plaintext = keyring.decrypt(row["access_token_encrypted"], _slot(row, TokenKind.ACCESS))
+        except DecryptionError as exc:
+            return await _unreadable(actor, row, TokenKind.ACCESS, exc, now=now)
+    await Token.update({Token.last_used_at: now}).where(Token.id == row["id"])
+    await audit.record(
+        AuditAction.TOKEN_CHECKED_OUT,
+        actor=actor,
+        now=now,
+        subject_user_id=row["user_id"],
+        app_type=AppType(row["github_app_type"]),
+        detail={"refreshed": refreshed, "credential_version": row["credential_version"]},
+    )
+    return CheckoutSuccess(
+        access_token=plaintext,
+        access_token_expires_at=row["access_token_expires_at"],
+        github_user_id=row["github_user_id"],
+        github_login=row["github_login"],
+        refreshed=refreshed,
+    )
+
+
+async def _unreadable(
+    actor: Principal,
+    row: dict[str, Any],
+    kind: TokenKind,
+    error: DecryptionError,
+    *,
+    now: datetime,
+) -> OperationError:
+    """A ciphertext that will not open: say so, audit it, touch nothing else."""
+    column = f"{kind.value}_token_encrypted"
+    try:
+        key_id: str | None = key_id_of(row[column])
+    except DecryptionError:
+        key_id = None
+    await audit.record(
+        AuditAction.TOKEN_DECRYPTION_FAILED,
+        actor=actor,
+        now=now,
+        subject_user_id=row["user_id"],
+        app_type=AppType(row["github_app_type"]),
+        detail={"column": column, "key_id": key_id, "error": str(error)},
+    )
+    return OperationError(
+        ErrorCode.TOKEN_UNREADABLE,
+        "The stored token cannot be decrypted (a missing key or a damaged value); "
+        "an operator has the details in the audit log, and the user can connect again.",
+    )

@@ -1,0 +1,107 @@
+"""GitHub webhooks: signature check, dedupe by delivery, revocation of grants.
+
+GitHub signs the raw body with the app's webhook secret; the secret that
+verifies also says which app (standard or lite) sent it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from server.db import for_update, write_transaction
+from server.domain import audit
+from server.domain.enums import AppType, AuditAction, RevocationReason
+from server.domain.tokens import mark_revoked
+from server.tables import GithubWebhookDelivery
+from server.tables import UserGithubAppToken as Token
+
+SIGNATURE_PREFIX = "sha256="
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    return SIGNATURE_PREFIX + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(
+    header: str | None, body: bytes, secrets: Mapping[AppType, bytes]
+) -> AppType | None:
+    """The app whose secret signed `body`, or None. Every secret is compared in constant time."""
+    if not header or not header.startswith(SIGNATURE_PREFIX):
+        return None
+    matched = None
+    for app_type, secret in secrets.items():
+        if hmac.compare_digest(sign(secret, body), header) and matched is None:
+            matched = app_type
+    return matched
+
+
+@dataclass(frozen=True)
+class WebhookOutcome:
+    handled: bool  # False: an event ghvault does not act on
+    duplicate: bool = False
+    revoked: int = 0
+
+
+def _is_authorization_revoked(event: str, payload: Mapping[str, Any]) -> bool:
+    return event == "github_app_authorization" and payload.get("action") == "revoked"
+
+
+def _sender_id(payload: Mapping[str, Any]) -> str | None:
+    sender = payload.get("sender")
+    sender_id = sender.get("id") if isinstance(sender, Mapping) else None
+    if isinstance(sender_id, bool) or not isinstance(sender_id, int | str):
+        return None
+    return str(sender_id)
+
+
+async def handle_delivery(
+    *,
+    app_type: AppType,
+    delivery_id: str,
+    event: str,
+    payload: Mapping[str, Any],
+    now: datetime,
+) -> WebhookOutcome:
+    """Apply one verified delivery; a delivery id seen before changes nothing."""
+    if not _is_authorization_revoked(event, payload):
+        return WebhookOutcome(handled=False)
+    github_user_id = _sender_id(payload)
+    if github_user_id is None:
+        raise ValueError("github_app_authorization payload has no sender.id")
+    async with write_transaction():
+        inserted = (
+            await GithubWebhookDelivery.insert(
+                GithubWebhookDelivery(
+                    delivery_id=delivery_id, event=event, handled=True, received_at=now
+                )
+            )
+            .on_conflict(action="DO NOTHING")
+            .returning(GithubWebhookDelivery.delivery_id)
+        )
+        if not inserted:
+            return WebhookOutcome(handled=True, duplicate=True)
+        rows = await for_update(
+            Token.select(Token.id, Token.user_id, Token.credential_version).where(
+                (Token.github_user_id == github_user_id)
+                & (Token.github_app_type == app_type.value)
+                & Token.revoked_at.is_null()
+            )
+        )
+        for row in rows:
+            await mark_revoked(
+                row["id"], row["credential_version"], RevocationReason.USER_REVOKED, now
+            )
+            await audit.record(
+                AuditAction.GITHUB_WEBHOOK_REVOKED,
+                actor=None,
+                now=now,
+                subject_user_id=row["user_id"],
+                app_type=app_type,
+                detail={"delivery_id": delivery_id, "reason": RevocationReason.USER_REVOKED},
+            )
+    return WebhookOutcome(handled=True, revoked=len(rows))

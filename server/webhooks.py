@@ -1,0 +1,66 @@
+"""POST /webhooks/github: GitHub's deliveries, verified before anything is read."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+
+from server.appkeys import CLOCK, REQUEST_ID, SETTINGS
+from server.domain.webhook import handle_delivery, verify_signature
+
+logger = logging.getLogger("ghvault.webhooks")
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+async def github_webhook(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return _answer(413, "body too large")
+    body = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        return _answer(413, "body too large")
+    app_type = verify_signature(
+        request.headers.get("X-Hub-Signature-256"), body, settings.github_webhook_secrets
+    )
+    if app_type is None:
+        logger.warning("request %s: webhook signature missing or wrong", request[REQUEST_ID])
+        return _answer(401, "signature missing or wrong")
+    delivery_id = request.headers.get("X-GitHub-Delivery", "").strip()
+    event = request.headers.get("X-GitHub-Event", "").strip()
+    if not delivery_id or not event or len(delivery_id) > 128:
+        return _answer(400, "X-GitHub-Delivery and X-GitHub-Event are required")
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        return _answer(400, "body is not JSON")
+    if not isinstance(payload, dict):
+        return _answer(400, "body is not a JSON object")
+    try:
+        outcome = await handle_delivery(
+            app_type=app_type,
+            delivery_id=delivery_id,
+            event=event,
+            payload=payload,
+            now=request.app[CLOCK](),
+        )
+    except ValueError as exc:
+        return _answer(400, str(exc))
+    if not outcome.handled:
+        return web.Response(status=204)
+    logger.info(
+        "request %s: webhook %s delivery %s: %s",
+        request[REQUEST_ID],
+        event,
+        delivery_id,
+        "duplicate" if outcome.duplicate else f"revoked {outcome.revoked}",
+    )
+    return web.json_response(
+        {"status": "duplicate" if outcome.duplicate else "ok", "revoked": outcome.revoked}
+    )
+
+
+def _answer(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
