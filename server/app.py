@@ -77,6 +77,10 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     return response
 
 
+async def not_found(request: web.Request) -> web.Response:
+    raise web.HTTPNotFound
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -133,13 +137,17 @@ def create_app(
     app.cleanup_ctx.append(_github_context)
 
     view = GhvaultGraphQLView(
-        schema=create_schema(production=settings.is_production),
+        schema=create_schema(
+            production=settings.is_production,
+            introspection=settings.graphiql_enabled,
+            limits=settings.graphql_limits,
+        ),
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         allow_queries_via_get=False,
     )
     app.router.add_route("POST", "/graphql", view)
-    if settings.graphiql_enabled:
-        app.router.add_route("GET", "/graphql", view)
+    # Without GraphiQL, GET /graphql is not a thing (rather than "method not allowed").
+    app.router.add_route("GET", "/graphql", view if settings.graphiql_enabled else not_found)
     app.router.add_post("/webhooks/github", github_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -9,6 +9,7 @@ with the request id, and only the (redacted) log keeps the detail.
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from collections.abc import Iterator
 
@@ -25,6 +26,7 @@ FORBIDDEN = "FORBIDDEN"
 INVALID_INPUT = "INVALID_INPUT"
 INTERNAL = "INTERNAL"
 UNEXPECTED_MESSAGE = "Unexpected error"
+SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
 
 
 class ApiError(GraphQLError):
@@ -65,6 +67,9 @@ def client_error(error: GraphQLError, *, request_id: str, production: bool) -> G
         message = UNEXPECTED_MESSAGE if production else f"{UNEXPECTED_MESSAGE}: {error.message}"
         public = message, {"code": INTERNAL, "requestId": request_id}
     message, extensions = public
+    if production:
+        # "Did you mean ...?" would map the schema for someone without introspection.
+        message = SUGGESTION.sub("", message)
     return GraphQLError(
         message=redact(message),
         nodes=error.nodes,

@@ -1,16 +1,27 @@
-"""The Strawberry schema, with ghvault's error handling and caches."""
+"""The Strawberry schema, with ghvault's error handling, limits and caches."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
 from strawberry.types import ExecutionContext
 
+from server.config import GraphQLLimits
 from server.graphql.errors import RedactErrors, log_error
 from server.graphql.mutations import Mutation
+from server.graphql.operation_log import OperationLog
 from server.graphql.queries import Query
 
 CACHE_SIZE = 512
@@ -27,16 +38,26 @@ class Schema(strawberry.Schema):
             log_error(error, request_id=request_id)
 
 
-def create_schema(*, production: bool = False) -> Schema:
-    return Schema(
-        query=Query,
-        mutation=Mutation,
-        extensions=[
-            lambda: ParserCache(maxsize=CACHE_SIZE),
-            lambda: ValidationCache(maxsize=CACHE_SIZE),
-            lambda: RedactErrors(production=production),
-        ],
-    )
+def create_schema(
+    *,
+    production: bool = False,
+    introspection: bool = True,
+    limits: GraphQLLimits | None = None,
+) -> Schema:
+    """Limits apply in every environment; production masks errors and hides suggestions."""
+    limits = limits or GraphQLLimits()
+    extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
+        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
+        lambda: ParserCache(maxsize=CACHE_SIZE),
+        lambda: QueryDepthLimiter(max_depth=limits.max_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
+        lambda: ValidationCache(maxsize=CACHE_SIZE),
+        lambda: RedactErrors(production=production),
+        OperationLog,
+    ]
+    if not introspection:
+        extensions.append(DisableIntrospection)
+    return Schema(query=Query, mutation=Mutation, extensions=extensions)
 
 
 def export_sdl() -> str:
