@@ -7,7 +7,9 @@ import asyncio
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -51,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(required=True, metavar="KEYS_COMMAND")
     generate = key_commands.add_parser("generate", help="print a new 32-byte key (base64)")
     generate.set_defaults(run=lambda _args: _print(generate_key()))
+    status = key_commands.add_parser("status", help="stored values per key id and column")
+    status.set_defaults(run=_keys_status)
+    rewrap = key_commands.add_parser(
+        "rewrap", help="re-encrypt every value not under the active key (resumable)"
+    )
+    rewrap.add_argument("--batch", type=_positive, default=200, help="rows per transaction")
+    rewrap.set_defaults(run=_keys_rewrap)
 
     setup = commands.add_parser(
         "dev-setup", help=f"write development secrets to {DEV_ENV_FILE} unless it exists"
@@ -73,6 +82,86 @@ def _duration(text: str) -> timedelta:
     if unit not in units or not number.isdigit() or int(number) == 0:
         raise argparse.ArgumentTypeError("use a positive number with s, m, h or d, e.g. 8h")
     return timedelta(**{units[unit]: int(number)})
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError("use a positive whole number")
+    return int(text)
+
+
+@asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[None]:
+    from server import db
+
+    engine = db.create_engine(settings.database)
+    db.bind_tables(engine)
+    await db.start(engine)
+    try:
+        yield
+    finally:
+        await db.stop(engine)
+
+
+def _keys_status(args: argparse.Namespace) -> int:
+    from server.domain.rotation import key_usage
+
+    settings = Settings.from_env(os.environ)
+
+    async def usage() -> dict[str, Counter[str]]:
+        async with _database(settings):
+            return await key_usage()
+
+    counts = asyncio.run(usage())
+    keyring = settings.keyring
+    key_ids = list(keyring.key_ids) + sorted(
+        {key_id for column in counts.values() for key_id in column} - set(keyring.key_ids)
+    )
+    print(f"{'key id':<10} {'role':<8} {'access':>8} {'refresh':>8}")
+    for key_id in key_ids:
+        role = (
+            "active"
+            if key_id == keyring.active_key_id
+            else "retired"
+            if key_id in keyring.key_ids
+            else "unknown"
+        )
+        print(
+            f"{key_id:<10} {role:<8} {counts['access'][key_id]:>8} {counts['refresh'][key_id]:>8}"
+        )
+    return 0
+
+
+def _keys_rewrap(args: argparse.Namespace) -> int:
+    from server.clock import utc_now
+    from server.domain.rotation import RewrapReport, rewrap
+
+    settings = Settings.from_env(os.environ)
+    on_terminal = sys.stderr.isatty()
+
+    def progress(report: RewrapReport, total: int) -> None:
+        if on_terminal:
+            done = report.rewrapped + report.skipped + report.failed
+            width = 30
+            filled = width * done // total if total else width
+            bar = "#" * filled + "-" * (width - filled)
+            print(f"\rrewrap [{bar}] {done}/{total} rows", end="", file=sys.stderr, flush=True)
+
+    async def run() -> RewrapReport:
+        async with _database(settings):
+            return await rewrap(
+                settings.keyring, now=utc_now(), batch_size=args.batch, progress=progress
+            )
+
+    report = asyncio.run(run())
+    if on_terminal:
+        print(file=sys.stderr)
+    print(
+        f"rewrapped {report.rewrapped} rows under key {settings.keyring.active_key_id} "
+        f"in {report.batches} batches; {report.skipped} changed meanwhile; "
+        f"{report.failed} could not be decrypted"
+    )
+    return 1 if report.failed else 0
 
 
 def _serve(args: argparse.Namespace) -> int:

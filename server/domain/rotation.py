@@ -1,0 +1,140 @@
+"""Key rotation: which keys hold the data, and re-encryption under the active key.
+
+Rotation: make the new key active and list the old one as retired, rewrap,
+check `keys status` shows nothing under the old key, then drop it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from server.crypto import DecryptionError, Keyring, TokenSlot
+from server.db import write_transaction
+from server.domain import audit
+from server.domain.enums import AuditAction, TokenKind
+from server.tables import UserGithubAppToken as Token
+
+DEFAULT_BATCH_SIZE = 200
+CIPHERTEXT_COLUMNS = {
+    TokenKind.ACCESS: Token.access_token_encrypted,
+    TokenKind.REFRESH: Token.refresh_token_encrypted,
+}
+
+
+async def key_usage() -> dict[str, Counter[str]]:
+    """{column kind: {key id: rows}}; "malformed" for values without a key id."""
+    usage: dict[str, Counter[str]] = {kind.value: Counter() for kind in CIPHERTEXT_COLUMNS}
+    for kind, column in CIPHERTEXT_COLUMNS.items():
+        name = column._meta.db_column_name
+        rows = await Token.raw(
+            f"SELECT substr({name}, 4, 8) AS key_id, count(*) AS n "  # noqa: S608 -- fixed names
+            f"FROM user_github_app_tokens WHERE {name} IS NOT NULL GROUP BY substr({name}, 4, 8)"
+        )
+        for row in rows:
+            usage[kind.value][row["key_id"]] += row["n"]
+    return usage
+
+
+@dataclass
+class RewrapReport:
+    rewrapped: int = 0
+    skipped: int = 0  # changed by a refresh or revoke meanwhile: already current
+    failed: int = 0  # would not decrypt (a key is missing, or the value is damaged)
+    batches: int = 0
+
+    def as_detail(self, keyring: Keyring) -> dict[str, Any]:
+        return {
+            "rewrapped": self.rewrapped,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "batches": self.batches,
+            "active_key_id": keyring.active_key_id,
+        }
+
+
+def _stale(keyring: Keyring) -> Any:
+    """Rows with a value under any key but the active one."""
+    active = f"v1:{keyring.active_key_id}:%"
+    conditions = [
+        column.is_not_null() & column.not_like(active) for column in CIPHERTEXT_COLUMNS.values()
+    ]
+    return conditions[0] | conditions[1]
+
+
+def _rewrapped_values(row: dict[str, Any], keyring: Keyring) -> dict[Any, str]:
+    values = {}
+    for kind, column in CIPHERTEXT_COLUMNS.items():
+        value = row[column._meta.name]
+        if value is not None and keyring.needs_rewrap(value):
+            slot = TokenSlot(row["user_id"], row["github_app_type"], row["github_user_id"], kind)
+            values[column] = keyring.rewrap(value, slot)
+    return values
+
+
+async def rewrap(
+    keyring: Keyring,
+    *,
+    now: datetime,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Callable[[RewrapReport, int], None] | None = None,
+) -> RewrapReport:
+    """Re-encrypt every value not under the active key, one transaction per batch.
+
+    Safe to interrupt and run again, and safe beside a running server: each
+    row is written only if its credential_version is still the one read, so
+    a refresh or revoke in between wins (and its values are current anyway).
+    """
+    report = RewrapReport()
+    remaining = await Token.count().where(_stale(keyring))
+    after: Any = None
+    while True:
+        query = (
+            Token.select(
+                Token.id,
+                Token.user_id,
+                Token.github_app_type,
+                Token.github_user_id,
+                Token.credential_version,
+                *CIPHERTEXT_COLUMNS.values(),
+            )
+            .where(_stale(keyring))
+            .order_by(Token.id)
+            .limit(batch_size)
+        )
+        if after is not None:
+            query = query.where(Token.id > after)
+        rows = await query
+        if not rows:
+            break
+        after = rows[-1]["id"]
+        async with write_transaction():
+            for row in rows:
+                try:
+                    values = _rewrapped_values(row, keyring)
+                except DecryptionError:
+                    report.failed += 1
+                    continue
+                written = (
+                    await Token.update(values)
+                    .where(
+                        (Token.id == row["id"])
+                        & (Token.credential_version == row["credential_version"])
+                    )
+                    .returning(Token.id)
+                )
+                if written:
+                    report.rewrapped += 1
+                else:
+                    report.skipped += 1
+        report.batches += 1
+        if progress is not None:
+            progress(report, remaining)
+    async with write_transaction():
+        await audit.record(
+            AuditAction.KEYS_REWRAPPED, actor=None, now=now, detail=report.as_detail(keyring)
+        )
+    return report
