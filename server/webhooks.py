@@ -17,10 +17,8 @@ MAX_BODY_BYTES = 1024 * 1024
 
 async def github_webhook(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return _answer(413, "body too large")
-    body = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(body) > MAX_BODY_BYTES:
+    body = await _read_body(request)
+    if body is None:
         return _answer(413, "body too large")
     app_type = verify_signature(
         request.headers.get("X-Hub-Signature-256"), body, settings.github_webhook_secrets
@@ -60,6 +58,19 @@ async def github_webhook(request: web.Request) -> web.Response:
     return web.json_response(
         {"status": "duplicate" if outcome.duplicate else "ok", "revoked": outcome.revoked}
     )
+
+
+async def _read_body(request: web.Request) -> bytes | None:
+    """The whole raw body (the signature covers every byte), or None past the cap."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _answer(status: int, message: str) -> web.Response:

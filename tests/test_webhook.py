@@ -289,3 +289,35 @@ async def test_a_body_over_one_mebibyte_is_too_large(
 
     assert (status, json.loads(text)) == (413, {"error": "body too large"})
     await assert_nothing_changed(gql, database)
+
+
+def _headers(body: bytes) -> dict[str, str]:
+    return {
+        "X-Hub-Signature-256": sign(WEBHOOK_SECRET.encode(), body),
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+    }
+
+
+async def test_a_large_delivery_is_verified_over_every_byte(gql: GraphQLClient) -> None:
+    """Make sure a half-mebibyte body arriving in pieces is read whole before verifying."""
+    body = json.dumps({"padding": "x" * (MAX_BODY_BYTES // 2)}).encode()
+
+    response = await gql.http.post(
+        "/webhooks/github", data=io.BytesIO(body), headers=_headers(body)
+    )
+
+    assert response.status == 204
+
+
+async def test_a_chunked_body_over_the_cap_is_too_large(gql: GraphQLClient) -> None:
+    """Without a Content-Length the cap still holds: 413, not a signature failure."""
+    body = json.dumps({"padding": "x" * MAX_BODY_BYTES}).encode()
+
+    async def chunks() -> Any:
+        for start in range(0, len(body), 16384):
+            yield body[start : start + 16384]
+
+    response = await gql.http.post("/webhooks/github", data=chunks(), headers=_headers(body))
+
+    assert response.status == 413
