@@ -28,6 +28,7 @@ from server.domain.checkout import KeyedLocks
 from server.github import GitHubClient, new_client_session
 from server.graphql.context import Context
 from server.graphql.schema import create_schema
+from server.request_context import annotate, request_scope
 from server.webhooks import github_webhook
 
 logger = logging.getLogger("ghvault.app")
@@ -48,6 +49,7 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
         if authorization:
             try:
                 principal = authenticate(authorization, settings.jwt)
+                annotate(principal_id=principal.id, principal_role=principal.role.value)
             except AuthenticationError as exc:
                 logger.info("request %s: rejected credentials: %s", request[REQUEST_ID], exc)
         return Context(
@@ -69,7 +71,8 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     request_id = uuid.uuid4().hex
     request[REQUEST_ID] = request_id
     try:
-        response = await handler(request)
+        with request_scope(request_id):
+            response = await handler(request)
     except web.HTTPException as exc:
         exc.headers[REQUEST_ID_HEADER] = request_id
         raise

@@ -13,6 +13,7 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 from server.appkeys import REQUEST_ID
 from server.redaction import RedactingFilter, install_log_redaction, redact
+from server.request_context import current_fields
 
 # Fields a record may carry through `extra=`; copied into the JSON line when set.
 CONTEXT_FIELDS = (
@@ -35,6 +36,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for name, value in current_fields().items():
+            line[name] = value
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
