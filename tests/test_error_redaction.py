@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from graphql import located_error
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server.app import create_app
 from server.config import Settings
 from server.domain import status
 from server.domain.enums import Role
+from server.graphql.errors import client_error, log_error
+from server.logs import json_handler
 from tests.conftest import (
     Database,
     GraphQLClient,
@@ -21,6 +28,7 @@ from tests.conftest import (
     error_codes,
 )
 from tests.helpers import VIEWER_TOKEN, random_token
+from tests.test_redaction import EMBEDDINGS, SECRETS, Secret, leaked_windows, raise_chain
 
 ALICE = bearer("alice", Role.USER)
 
@@ -113,3 +121,29 @@ async def test_a_token_in_a_malformed_query_is_not_echoed(gql: GraphQLClient) ->
     body = await gql.post("{ viewer { id } " + token, auth=ALICE)
     assert body["errors"]
     assert token[4:] not in json.dumps(body)
+
+
+@settings(max_examples=100, deadline=None)
+@given(SECRETS, SECRETS, st.sampled_from(EMBEDDINGS), st.text(), st.text())
+def test_no_secret_survives_the_graphql_error_or_log_path(
+    outer: Secret, inner: Secret, embed: Any, before: str, after: str
+) -> None:
+    """Any token in any carrier, raised from a resolver: the client and log see none of it."""
+    exc = raise_chain(embed(outer.text, before, after), inner.text)
+    error = located_error(exc, path=["viewer"])
+    stream = io.StringIO()
+    handler = json_handler(stream)
+    logger = logging.getLogger("ghvault.graphql")
+    logger.addHandler(handler)
+    try:
+        log_error(error, request_id="r1")
+    finally:
+        logger.removeHandler(handler)
+    outputs = [
+        json.dumps(client_error(error, request_id="r1", production=production).formatted)
+        for production in (False, True)
+    ]
+    context = (before, after, repr(before), repr(after), embed("", before, after))
+    for token in (outer, inner):
+        for output in (*outputs, stream.getvalue(), json.loads(stream.getvalue())["message"]):
+            assert leaked_windows(token.secret, output, *context) == set()
