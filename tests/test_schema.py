@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHECKED_IN = ROOT / "schema.graphql"
 CONTRACT_CANDIDATES = (ROOT.parent / "shared" / "API.graphql", ROOT / "API.graphql")
 
+
 def test_checked_in_schema_is_the_exported_schema() -> None:
     """Make sure an API change cannot slip in without updating schema.graphql."""
     assert CHECKED_IN.read_text() == export_sdl(), (
