@@ -191,7 +191,7 @@ class Database:
         return self.kind == "sqlite"
 
     async def fetch(self, sql: str) -> list[dict[str, Any]]:
-        return await self.engine.run_ddl(sql)
+        return [dict(row) for row in await self.engine.run_ddl(sql) or ()]
 
 
 async def _truncate(engine: Engine) -> None:

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import json
 
+from server.domain import audit
 from server.domain.enums import Role
-from tests.conftest import SECRET_PATTERN, Database, GraphQLClient, MovableClock, bearer
+from tests.conftest import (
+    SECRET_PATTERN,
+    Database,
+    GraphQLClient,
+    MovableClock,
+    bearer,
+    error_codes,
+)
 from tests.helpers import PURGE, REVOKE, STORE, access_token, refresh_token, store_input
 
 SERVICE = bearer("commit-worker", Role.SERVICE)
@@ -93,3 +101,24 @@ async def test_events_filter_by_action_and_page_by_cursor(
     assert seen == ["user4", "user3", "user2", "user1", "user0"]
     revoked = await _events(gql, action="TOKEN_REVOKED")
     assert [(e["subjectUserId"], e["actorRole"]) for e in revoked] == [("user0", "ADMIN")]
+
+
+async def test_a_change_whose_audit_event_fails_is_not_kept(
+    gql: GraphQLClient, clock: MovableClock, database: Database, monkeypatch
+) -> None:
+    """The write and its audit event commit together, or neither does."""
+    await gql.data(STORE, store_input("alice", now=clock()), auth=SERVICE)
+
+    async def broken_record(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("audit store unavailable")
+
+    monkeypatch.setattr(audit, "record", broken_record)
+
+    revoke = await gql.post(REVOKE, {"input": {}}, auth=ALICE)
+    store = await gql.post(STORE, store_input("bob", now=clock(), github_user_id="2"), auth=SERVICE)
+
+    assert error_codes(revoke) == ["INTERNAL"]
+    assert error_codes(store) == ["INTERNAL"]
+    rows = await database.fetch("SELECT user_id, revoked_at FROM user_github_app_tokens")
+    assert rows == [{"user_id": "alice", "revoked_at": None}]
+    assert await database.fetch("SELECT id FROM users WHERE id = 'bob'") == []

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
+from server.crypto import Keyring
 from server.domain.enums import Role
 from tests.conftest import GraphQLClient, MovableClock, bearer
 from tests.helpers import REVOKE, STORE, VIEWER_TOKEN, store_input
@@ -104,3 +107,24 @@ async def test_viewer_lists_one_status_per_app_type(
         {"appType": "STANDARD", "state": "NOT_CONNECTED"},
         {"appType": "LITE", "state": "ACTIVE"},
     ]
+
+
+async def test_status_reads_never_decrypt(
+    gql: GraphQLClient, clock: MovableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """viewer, user and githubTokens answer without touching a ciphertext's key."""
+    await gql.data(STORE, store_input("alice", now=clock()), auth=SERVICE)
+
+    def refuse(*args: object, **kwargs: object) -> str:
+        raise AssertionError("a status read decrypted a token")
+
+    monkeypatch.setattr(Keyring, "decrypt", refuse)
+    admin = bearer("root", Role.ADMIN)
+
+    mine = await gql.data("{ viewer { githubTokens { state githubLogin } } }", auth=ALICE)
+    theirs = await gql.data('{ user(id: "alice") { githubTokens { state } } }', auth=admin)
+    listed = await gql.data("{ githubTokens { edges { node { state } } } }", auth=admin)
+
+    assert mine["viewer"]["githubTokens"][0] == {"state": "ACTIVE", "githubLogin": "octocat"}
+    assert theirs["user"]["githubTokens"][0]["state"] == "ACTIVE"
+    assert listed["githubTokens"]["edges"][0]["node"]["state"] == "ACTIVE"
