@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from graphql import (
     GraphQLEnumType,
     GraphQLInputObjectType,
@@ -21,7 +20,10 @@ from server.graphql.schema import export_sdl
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKED_IN = ROOT / "schema.graphql"
-CONTRACT_CANDIDATES = (ROOT.parent / "shared" / "API.graphql", ROOT / "API.graphql")
+CONTRACT_CANDIDATES = (
+    ROOT.parent / "shared" / "API.graphql",
+    ROOT / "tests" / "contract" / "API.graphql",
+)
 
 
 def test_checked_in_schema_is_the_exported_schema() -> None:
@@ -91,17 +93,18 @@ def superset_problems(ours: GraphQLSchema, contract: GraphQLSchema) -> list[str]
     return problems
 
 
-def _contract() -> GraphQLSchema:
-    for path in CONTRACT_CANDIDATES:
-        if path.exists():
-            return build_schema(path.read_text())
-    pytest.skip("API.graphql (the shared contract) is not next to this checkout")
+def _contracts() -> list[Path]:
+    """The shared contract beside the checkout when present, and the copy kept in tests/."""
+    return [path for path in CONTRACT_CANDIDATES if path.exists()]
 
 
 def test_schema_offers_everything_the_contract_promises() -> None:
     """Make sure no name in API.graphql is missing, renamed or retyped."""
-    problems = superset_problems(build_schema(export_sdl()), _contract())
-    assert problems == []
+    contracts = _contracts()
+    assert contracts, "no API.graphql to compare with"
+    for contract in contracts:
+        problems = superset_problems(build_schema(export_sdl()), build_schema(contract.read_text()))
+        assert problems == [], contract
 
 
 def test_superset_check_notices_a_missing_field() -> None:
