@@ -55,10 +55,13 @@ async def _store_live_token(
     expires_in: timedelta,
     refresh: str | None = None,
     user_id: str = "alice",
+    github_id: str = GITHUB_ID,
 ) -> tuple[str, str]:
     """Tokens GitHub knows, stored with the given access-token lifetime."""
-    access, live_refresh = fake.seed_token(STANDARD_APP.client_id, int(GITHUB_ID), "octocat")
-    variables = store_input(user_id, now=now, access=access, refresh=refresh or live_refresh)
+    access, live_refresh = fake.seed_token(STANDARD_APP.client_id, int(github_id), "octocat")
+    variables = store_input(
+        user_id, now=now, github_user_id=github_id, access=access, refresh=refresh or live_refresh
+    )
     variables["input"]["accessTokenExpiresAt"] = (now + expires_in).isoformat()
     result = await gql.data(STORE, variables, auth=SERVICE)
     assert result["storeGithubToken"]["__typename"] == "StoreGithubTokenSuccess"
@@ -357,3 +360,27 @@ async def test_two_server_processes_refresh_once(
     assert tokens != {access}
     assert fake_github.is_access_token_valid(tokens.pop())
     assert (await _row(database))["credential_version"] == 2
+
+
+async def test_github_down_fails_only_what_needs_github(
+    gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub
+) -> None:
+    """With GitHub hanging: fresh checkouts and status reads work; refreshes fail in time."""
+    await _store_live_token(gql, fake_github, clock(), expires_in=timedelta(hours=8))
+    await _store_live_token(
+        gql, fake_github, clock(), expires_in=timedelta(minutes=1), user_id="bob", github_id="77"
+    )
+    fake_github.hang_seconds = GITHUB_TIMEOUT_SECONDS * 10
+    loop = asyncio.get_running_loop()
+
+    fresh = await _checkout(gql)
+    status = await gql.data(VIEWER_TOKEN, auth=ALICE)
+    started = loop.time()
+    expiring = await _checkout(gql, "bob")
+    waited = loop.time() - started
+
+    assert fresh["__typename"] == "CheckoutSuccess"
+    assert status["viewer"]["githubToken"]["state"] == "ACTIVE"
+    assert expiring["code"] == "GITHUB_UNAVAILABLE"
+    # Bounded by the configured GitHub timeout, not by how long GitHub hangs.
+    assert waited < GITHUB_TIMEOUT_SECONDS * 5
