@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -90,7 +89,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     try:
-        await asyncio.wait_for(db.ping(request.app[ENGINE]), READINESS_TIMEOUT_SECONDS)
+        await db.ping(request.app[ENGINE], within=READINESS_TIMEOUT_SECONDS)
     except Exception as exc:  # noqa: BLE001 -- any failure means "not ready"
         logger.warning("readiness check failed: %s", type(exc).__name__)
         return web.json_response({"status": "unavailable", "database": False}, status=503)

@@ -3,11 +3,16 @@
 Piccolo's SQLiteEngine opens a connection (and a thread) per query; the
 pooled engine below keeps a few connections open and configures each one
 (WAL, busy timeout, foreign keys, secure delete) once.
+
+Both pools outlive a database outage: asyncpg reconnects a pooled
+connection that was closed under it, and the SQLite pool checks on every
+checkout that the file at its path is still the one it has open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +22,7 @@ from typing import Any
 import aiosqlite
 import asyncpg
 from piccolo.engine.base import Engine
-from piccolo.engine.postgres import PostgresEngine
+from piccolo.engine.postgres import PostgresEngine, PostgresTransaction
 from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction, TransactionType, dict_factory
 from piccolo.query.methods.select import Select
 
@@ -27,6 +32,10 @@ from server.tables import TABLES
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_POOL_SIZE = 4
 POSTGRES_POOL_MAX_SIZE = 10
+# A connection attempt or a statement that gets no answer (a dropped network
+# path rather than a refused one) fails after these instead of waiting forever.
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5.0
+POSTGRES_COMMAND_TIMEOUT_SECONDS = 30.0
 
 # Per-connection settings; journal_mode=WAL is persistent but cheap to re-assert.
 _SQLITE_PRAGMAS = (
@@ -44,6 +53,20 @@ class PooledSQLiteTransaction(SQLiteTransaction):
     async def get_connection(self) -> aiosqlite.Connection:
         return await self.engine.acquire()
 
+    async def __aenter__(self) -> PooledSQLiteTransaction:
+        if self._parent is not None:
+            return self._parent
+        self.connection = await self.get_connection()
+        try:
+            await self.begin()
+        except BaseException:
+            # BEGIN IMMEDIATE gives up after the busy timeout; the connection
+            # must still go back, or each such failure shrinks the pool for good.
+            await self.engine.release(self.connection)
+            raise
+        self.context = self.engine.current_transaction.set(self)
+        return self
+
     async def __aexit__(self, exception_type, exception, traceback) -> bool:
         if self._parent:
             return exception is None
@@ -54,9 +77,66 @@ class PooledSQLiteTransaction(SQLiteTransaction):
             elif not self._committed and not self._rolled_back:
                 await self.commit()
         finally:
-            self.engine.release(self.connection)
+            await self.engine.release(self.connection)
             self.engine.current_transaction.reset(self.context)
         return exception is None
+
+
+class PostgresWriteTransaction(PostgresTransaction):
+    """A PostgresTransaction that gives its connection back however it ends.
+
+    Piccolo's keeps the connection checked out when BEGIN, COMMIT or
+    ROLLBACK raises (a statement timeout while the database does not
+    answer): each such failure takes a connection from the pool for good,
+    and closing the pool then waits for it forever.
+    """
+
+    async def __aenter__(self) -> PostgresWriteTransaction:
+        if self._parent is not None:
+            return self._parent
+        self.connection = await self.get_connection()
+        self.transaction = self.connection.transaction()
+        try:
+            await self.begin()
+        except BaseException:
+            await self._give_back()
+            raise
+        self.context = self.engine.current_transaction.set(self)
+        return self
+
+    async def __aexit__(self, exception_type, exception, traceback) -> bool:
+        if self._parent:
+            return exception is None
+        try:
+            if exception:
+                if not self._rolled_back:
+                    await self.rollback()
+            elif not self._committed and not self._rolled_back:
+                await self.commit()
+        finally:
+            await self._give_back()
+            self.engine.current_transaction.reset(self.context)
+        return exception is None
+
+    async def _give_back(self) -> None:
+        # The pool rolls back whatever a failed COMMIT left open, or drops the
+        # connection when it cannot.
+        if self.engine.pool:
+            await self.engine.pool.release(self.connection)
+        else:
+            await self.connection.close()
+
+
+FileIdentity = tuple[int, int]
+
+
+def _file_identity(path: str) -> FileIdentity | None:
+    """(device, inode) of the file at `path`; None when it cannot be reached."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 class PooledSQLiteEngine(SQLiteEngine):
@@ -64,27 +144,38 @@ class PooledSQLiteEngine(SQLiteEngine):
 
     Without a started pool (the piccolo CLI, one-off scripts) it opens a
     configured connection per query, as SQLiteEngine does.
+
+    An open SQLite connection keeps using its file after the file was moved
+    or deleted, so the pool serves only the file at its path: it remembers
+    that file's identity and checks it at every checkout. A missing file
+    fails the checkout; a different file (a restore) retires the pooled
+    connections and fresh ones are opened on it.
     """
 
     def __init__(self, path: str, pool_size: int = SQLITE_POOL_SIZE) -> None:
         super().__init__(path=path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         self.pool_size = pool_size
-        self._idle: asyncio.Queue[aiosqlite.Connection] | None = None
-        self._all: list[aiosqlite.Connection] = []
+        self._slots: asyncio.BoundedSemaphore | None = None  # None: no pool
+        self._idle: list[aiosqlite.Connection] = []
+        # Pooled connections (idle or lent) on the file now at the path.
+        self._current: set[aiosqlite.Connection] = set()
+        self._identity: FileIdentity | None = None
 
     async def start_connection_pool(self) -> None:
-        if self._idle is not None:
+        if self._slots is not None:
             return
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        idle: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         for _ in range(self.pool_size):
             connection = await self._open()
-            self._all.append(connection)
-            idle.put_nowait(connection)
-        self._idle = idle
+            self._current.add(connection)
+            self._idle.append(connection)
+        self._identity = _file_identity(self.path)
+        self._slots = asyncio.BoundedSemaphore(self.pool_size)
 
     async def close_connection_pool(self) -> None:
-        connections, self._all, self._idle = self._all, [], None
+        # Lent connections on an older file are closed when they come back.
+        connections, self._current, self._idle = self._current, set(), []
+        self._slots = self._identity = None
         for connection in connections:
             await connection.close()
 
@@ -95,17 +186,45 @@ class PooledSQLiteEngine(SQLiteEngine):
             await connection.execute(pragma)
         return connection
 
-    async def acquire(self) -> aiosqlite.Connection:
-        if self._idle is None:
-            return await self._open()
-        return await self._idle.get()
-
-    def release(self, connection: aiosqlite.Connection) -> None:
-        if self._idle is None or connection not in self._all:
-            # Pool-less (or closed meanwhile): this connection was opened for one use.
-            asyncio.get_running_loop().create_task(connection.close())
+    async def _follow_file(self) -> None:
+        """Fail when the file is gone; retire the idle connections when it was replaced."""
+        identity = _file_identity(self.path)
+        if identity is None:
+            raise sqlite3.OperationalError("database file is unavailable")
+        if identity == self._identity:
             return
-        self._idle.put_nowait(connection)
+        # Swapped before the first await, so no other checkout can see a
+        # retired connection as current.
+        retired, self._idle, self._current = self._idle, [], set()
+        self._identity = identity
+        for connection in retired:
+            await connection.close()
+
+    async def acquire(self) -> aiosqlite.Connection:
+        if self._slots is None:
+            return await self._open()
+        await self._slots.acquire()
+        try:
+            await self._follow_file()
+            if self._idle:
+                return self._idle.pop()
+            connection = await self._open()
+            self._current.add(connection)
+            return connection
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def release(self, connection: aiosqlite.Connection) -> None:
+        # Kept only when it is on the current file and no transaction was left
+        # open (a failed COMMIT): the next user would inherit that transaction.
+        if connection in self._current and not connection.in_transaction:
+            self._idle.append(connection)
+        else:
+            self._current.discard(connection)
+            await connection.close()
+        if self._slots is not None:
+            self._slots.release()
 
     async def get_connection(self) -> aiosqlite.Connection:
         return await self.acquire()
@@ -122,7 +241,7 @@ class PooledSQLiteEngine(SQLiteEngine):
             async with connection.execute(query, args or []) as cursor:
                 return await cursor.fetchall()
         finally:
-            self.release(connection)
+            await self.release(connection)
 
     def transaction(
         self,
@@ -138,7 +257,9 @@ def create_engine(config: DatabaseConfig) -> Engine:
     if config.is_sqlite:
         assert config.sqlite_path is not None
         return PooledSQLiteEngine(path=str(config.sqlite_path))
-    return PostgresEngine(config={"dsn": config.postgres_dsn})
+    return PostgresEngine(
+        config={"dsn": config.postgres_dsn, "timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
+    )
 
 
 def bind_tables(engine: Engine) -> None:
@@ -149,7 +270,13 @@ def bind_tables(engine: Engine) -> None:
 
 async def start(engine: Engine) -> None:
     if isinstance(engine, PostgresEngine):
-        await engine.start_connection_pool(max_size=POSTGRES_POOL_MAX_SIZE)
+        # The statement bound is for the serving pool only: one-off connections
+        # (migrations) may legitimately run longer.
+        await engine.start_connection_pool(
+            max_size=POSTGRES_POOL_MAX_SIZE,
+            timeout=POSTGRES_CONNECT_TIMEOUT_SECONDS,
+            command_timeout=POSTGRES_COMMAND_TIMEOUT_SECONDS,
+        )
     elif isinstance(engine, PooledSQLiteEngine):
         await engine.start_connection_pool()
 
@@ -190,13 +317,38 @@ async def write_transaction() -> AsyncIterator[None]:
         async with engine.transaction(transaction_type=TransactionType.immediate):
             yield
     else:
-        async with engine.transaction():
+        async with PostgresWriteTransaction(engine=engine):
             yield
 
 
-async def ping(engine: Engine) -> None:
-    """Raise when the database cannot answer a trivial query."""
-    await engine.run_ddl("SELECT 1")
+# Pings given up on at their deadline, referenced until they have unwound.
+_abandoned_pings: set[asyncio.Task[Any]] = set()
+
+
+def _forget_ping(query: asyncio.Task[Any]) -> None:
+    _abandoned_pings.discard(query)
+    if not query.cancelled():
+        query.exception()  # nobody waits for it any more: this marks it seen
+
+
+async def ping(engine: Engine, within: float) -> None:
+    """Raise when the database cannot answer a trivial query within `within` seconds.
+
+    At the deadline the query is cancelled and left to unwind by itself:
+    asyncio.wait_for would also wait for that, and asyncpg's cancel request
+    to a database that answers nothing can take the whole statement timeout.
+    """
+    query = asyncio.create_task(engine.run_ddl("SELECT 1"))
+    try:
+        done, _ = await asyncio.wait({query}, timeout=within)
+    finally:
+        if not query.done():
+            query.cancel()
+            _abandoned_pings.add(query)
+            query.add_done_callback(_forget_ping)
+    if not done:
+        raise TimeoutError(f"the database did not answer within {within} s")
+    query.result()
 
 
 def is_unique_violation(exc: BaseException) -> bool:
