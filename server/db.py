@@ -29,7 +29,9 @@ from piccolo.query.methods.select import Select
 from server.config import DatabaseConfig
 from server.tables import TABLES
 
-SQLITE_BUSY_TIMEOUT_MS = 10_000
+# A refresh holds SQLite's write lock while it waits for GitHub (at most the
+# GitHub timeout, 10 s by default); writers queued behind it must outwait that.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_POOL_SIZE = 4
 POSTGRES_POOL_MAX_SIZE = 10
 # A connection attempt or a statement that gets no answer (a dropped network
