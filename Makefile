@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 ENV_FILE := .env.local
 LOAD_ENV := set -a && . ./$(ENV_FILE) && set +a
 
-.PHONY: venv run test test-sqlite test-postgres lint format dev-token schema clean
+.PHONY: venv run test test-sqlite test-postgres bench lint format dev-token schema clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test-postgres: $(INSTALLED)
 	GHVAULT_REQUIRE_POSTGRES=1 \
 	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgres://root@127.0.0.1:5432/test} \
 	$(BIN)/pytest -k "postgres"
+
+## Throughput and latency of the hot paths (PostgreSQL too when TEST_DATABASE_URL is set).
+bench: $(INSTALLED)
+	$(BIN)/python -m bench.bench
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

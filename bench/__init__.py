@@ -1,0 +1,1 @@
+"""Benchmarks of ghvault's hot paths over HTTP (see bench/README.md)."""

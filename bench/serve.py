@@ -1,0 +1,99 @@
+"""The server process of the benchmark: ghvault on 127.0.0.1, an ephemeral port.
+
+Started by `bench/bench.py` with the settings in its environment, like
+`ghvault serve`, with two differences: the port is chosen by the OS and
+printed as ``listening <port>`` once the socket accepts connections, and
+logging stops at WARNING (the per-request INFO lines would otherwise be part
+of what is measured). Options select the baselines:
+
+``--engine piccolo-sqlite``
+    Piccolo's stock SQLiteEngine (a connection per query, no pragmas)
+    instead of ghvault's pooled engine.
+``--no-graphql-caches``
+    The schema without Strawberry's ParserCache and ValidationCache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Sequence
+
+from aiohttp import web
+from piccolo.engine.base import Engine
+from piccolo.engine.sqlite import SQLiteEngine
+from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
+
+from server import db
+from server.app import GhvaultGraphQLView, create_app
+from server.config import Settings
+from server.logs import RedactingAccessLogger, configure_logging
+
+ENGINES = ("default", "piccolo-sqlite")
+
+
+def stock_sqlite_engine(settings: Settings) -> Engine:
+    """Piccolo's SQLiteEngine on the configured file, with ghvault's busy timeout."""
+    path = settings.database.sqlite_path
+    if path is None:
+        raise SystemExit("--engine piccolo-sqlite needs a sqlite:/// DATABASE_URL")
+    engine = SQLiteEngine(path=str(path), timeout=db.SQLITE_BUSY_TIMEOUT_MS / 1000)
+    db.bind_tables(engine)
+    return engine
+
+
+def drop_graphql_caches(app: web.Application) -> None:
+    """Remove ParserCache and ValidationCache from the schema the app serves."""
+    for route in app.router.routes():
+        view = route.handler
+        if isinstance(view, GhvaultGraphQLView):
+            schema = view.schema
+            schema.extensions = tuple(  # type: ignore[attr-defined]
+                factory
+                for factory in schema.extensions  # type: ignore[attr-defined]
+                if not _is_cache(factory)
+            )
+            return
+    raise RuntimeError("no GraphQL view among the app's routes")
+
+
+def _is_cache(factory: object) -> bool:
+    extension = factory if isinstance(factory, SchemaExtension) else factory()  # type: ignore[operator]
+    return isinstance(extension, ParserCache | ValidationCache)
+
+
+async def serve(engine_kind: str, graphql_caches: bool) -> None:
+    settings = Settings.from_env(os.environ)
+    engine = stock_sqlite_engine(settings) if engine_kind == "piccolo-sqlite" else None
+    app = create_app(settings, engine=engine)
+    if not graphql_caches:
+        drop_graphql_caches(app)
+    runner = web.AppRunner(app, access_log_class=RedactingAccessLogger)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        print(f"listening {port}", flush=True)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", choices=ENGINES, default="default")
+    parser.add_argument("--no-graphql-caches", dest="graphql_caches", action="store_false")
+    args = parser.parse_args(argv)
+    configure_logging(logging.WARNING)
+    asyncio.run(serve(args.engine, args.graphql_caches))
+
+
+if __name__ == "__main__":
+    main()
