@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import uuid
 from typing import Any
 
 import pytest
+from strawberry.extensions.validation_cache import _get_validate_cache
 
 from server.app import create_app
 from server.config import Settings
 from server.domain.enums import Role
+from server.graphql.schema import CACHE_SIZE, create_schema
 from tests.conftest import Database, GraphQLClient, MovableClock, base_env, bearer
 
 ADMIN = bearer("root", Role.ADMIN)
@@ -117,3 +120,19 @@ async def test_batched_requests_are_refused(make_client: Any) -> None:
         headers={"Authorization": ADMIN},
     )
     assert response.status == 400
+
+
+async def test_a_repeated_document_is_validated_once() -> None:
+    """Identical documents reuse their validation; the query limits must not defeat the cache."""
+    schema = create_schema(production=True, introspection=False)
+    # Strawberry's ValidationCache keeps one module-level LRU per size.
+    cache = _get_validate_cache(CACHE_SIZE)
+    query = f"query Q{uuid.uuid4().hex} {{ __typename }}"
+    before = cache.cache_info()
+
+    for _ in range(3):
+        result = await schema.execute(query)
+        assert result.errors is None
+
+    after = cache.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 2)

@@ -8,6 +8,7 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -46,17 +47,22 @@ def create_schema(
 ) -> Schema:
     """Limits apply in every environment; production masks errors and hides suggestions."""
     limits = limits or GraphQLLimits()
+    # The limiters make new rule classes each time they are constructed, and
+    # Strawberry constructs extensions per request; ValidationCache keys on
+    # the rule classes, so they are made once here or the cache never hits.
+    rules = [
+        *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
+        *(() if introspection else DisableIntrospection().validation_rules),
+    ]
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
         lambda: ParserCache(maxsize=CACHE_SIZE),
-        lambda: QueryDepthLimiter(max_depth=limits.max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
+        lambda: AddValidationRules(rules),
         lambda: ValidationCache(maxsize=CACHE_SIZE),
         lambda: RedactErrors(production=production),
         OperationLog,
     ]
-    if not introspection:
-        extensions.append(DisableIntrospection)
     return Schema(query=Query, mutation=Mutation, extensions=extensions)
 
 
