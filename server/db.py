@@ -55,16 +55,30 @@ class PooledSQLiteTransaction(SQLiteTransaction):
     async def get_connection(self) -> aiosqlite.Connection:
         return await self.engine.acquire()
 
+    @property
+    def _writes(self) -> bool:
+        return self.transaction_type is not TransactionType.deferred
+
     async def __aenter__(self) -> PooledSQLiteTransaction:
         if self._parent is not None:
             return self._parent
-        self.connection = await self.get_connection()
+        if self._writes:
+            # Writers of this process queue here, in order, instead of polling
+            # SQLite's busy handler (which sleeps, and makes latency spiky);
+            # other processes are still held off by BEGIN IMMEDIATE.
+            await self.engine.writer.acquire()
         try:
-            await self.begin()
+            self.connection = await self.get_connection()
+            try:
+                await self.begin()
+            except BaseException:
+                # BEGIN IMMEDIATE gives up after the busy timeout; the connection
+                # must still go back, or each such failure shrinks the pool for good.
+                await self.engine.release(self.connection)
+                raise
         except BaseException:
-            # BEGIN IMMEDIATE gives up after the busy timeout; the connection
-            # must still go back, or each such failure shrinks the pool for good.
-            await self.engine.release(self.connection)
+            if self._writes:
+                self.engine.writer.release()
             raise
         self.context = self.engine.current_transaction.set(self)
         return self
@@ -81,6 +95,8 @@ class PooledSQLiteTransaction(SQLiteTransaction):
         finally:
             await self.engine.release(self.connection)
             self.engine.current_transaction.reset(self.context)
+            if self._writes:
+                self.engine.writer.release()
         return exception is None
 
 
@@ -157,6 +173,7 @@ class PooledSQLiteEngine(SQLiteEngine):
     def __init__(self, path: str, pool_size: int = SQLITE_POOL_SIZE) -> None:
         super().__init__(path=path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         self.pool_size = pool_size
+        self.writer = asyncio.Lock()
         self._slots: asyncio.BoundedSemaphore | None = None  # None: no pool
         self._idle: list[aiosqlite.Connection] = []
         # Pooled connections (idle or lent) on the file now at the path.
