@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from cross_web import HTTPException
 from piccolo.engine.base import Engine
 from strawberry.aiohttp.views import GraphQLView
 
@@ -39,7 +41,24 @@ REQUEST_ID_HEADER = "X-Request-Id"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
 class GhvaultGraphQLView(GraphQLView[Context, None]):
+    def decode_json(self, data: str | bytes) -> object:
+        decoded = json.loads(data)
+        # No id, login, token or URL holds a NUL, and PostgreSQL cannot compare one.
+        if _holds_nul(decoded):
+            raise HTTPException(400, "GraphQL requests must not contain NUL characters")
+        return decoded
+
     async def get_context(self, request: web.Request, response: web.StreamResponse) -> Context:
         app = request.app
         settings = app[SETTINGS]

@@ -8,6 +8,8 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
 from server.domain.enums import Role
 from tests.conftest import T0, Database, GraphQLClient, MovableClock, bearer, error_codes
 from tests.fake_github import LITE_APP, STANDARD_APP, FakeGitHub
@@ -372,3 +374,17 @@ async def test_a_redirect_uri_that_is_not_http_is_refused(
             "redirectUri",
         ), redirect_uri
     assert await database.fetch("SELECT state_hash FROM oauth_states") == []
+
+
+@pytest.mark.parametrize("redirect_uri", ["http://[::1/cb", "https://app.example:99999/cb"])
+async def test_an_unparseable_redirect_uri_is_invalid_input(
+    gql: GraphQLClient, redirect_uri: str
+) -> None:
+    """URLs that urlsplit refuses are INVALID_INPUT on redirectUri, not an unexpected error."""
+    body = await gql.post(
+        "mutation($r: String) { startGithubConnect(redirectUri: $r) {"
+        " ... on OperationError { code field } } }",
+        {"r": redirect_uri},
+        auth=bearer("alice", Role.USER),
+    )
+    assert body["data"]["startGithubConnect"] == {"code": "INVALID_INPUT", "field": "redirectUri"}

@@ -178,3 +178,29 @@ def test_secret_pattern_catches_tokens() -> None:
     assert SECRET_PATTERN.search(random_token("ghr_", 76))
     assert SECRET_PATTERN.search("x " + random_token("github_pat_", 40))
     assert not SECRET_PATTERN.search("ghu_[REDACTED]")
+
+
+async def test_an_expiry_that_overflows_in_utc_is_invalid_input(
+    gql: GraphQLClient, clock: MovableClock
+) -> None:
+    """9999-12-31T23:59:59-01:00 is a valid time that no database column can hold in UTC."""
+    variables = store_input("alice", now=clock())
+    variables["input"]["accessTokenExpiresAt"] = "9999-12-31T23:59:59-01:00"
+
+    result = (await gql.data(STORE, variables, auth=SERVICE))["storeGithubToken"]
+
+    assert (result["code"], result["field"]) == ("INVALID_INPUT", "accessTokenExpiresAt")
+
+
+async def test_nul_characters_are_refused_before_reaching_the_database(
+    gql: GraphQLClient,
+) -> None:
+    """A NUL in any argument is a clear 400, on both engines (PostgreSQL cannot compare it)."""
+    response = await gql.http.post(
+        "/graphql",
+        json={"query": "query($id: ID!) { user(id: $id) { id } }", "variables": {"id": "a\x00b"}},
+        headers={"Authorization": bearer("root", Role.ADMIN)},
+    )
+
+    assert response.status == 400
+    assert "NUL" in await response.text()

@@ -46,9 +46,14 @@ def _not_configured(app_type: AppType) -> OperationError:
 def _redirect_uri_problem(redirect_uri: str | None) -> OperationError | None:
     if redirect_uri is None:
         return None
-    parts = urlsplit(redirect_uri)
+    try:
+        parts = urlsplit(redirect_uri)
+        parts.port  # noqa: B018 -- urlsplit checks the port lazily
+    except ValueError:
+        parts = None
     if (
-        len(redirect_uri) > MAX_REDIRECT_URI_LENGTH
+        parts is None
+        or len(redirect_uri) > MAX_REDIRECT_URI_LENGTH
         or parts.scheme not in ("http", "https")
         or not parts.netloc
         or parts.fragment

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from server.auth import Principal
 from server.crypto import Keyring, TokenSlot
@@ -101,6 +101,10 @@ def validate_store_input(data: StoreTokenInput) -> OperationError | None:
             return OperationError(
                 ErrorCode.INVALID_INPUT, f"{field_name} must include a UTC offset.", field_name
             )
+        if value is not None and not _fits_in_utc(value):
+            return OperationError(
+                ErrorCode.INVALID_INPUT, f"{field_name} is out of range.", field_name
+            )
     for field_name, text in (
         ("email", data.email),
         ("displayName", data.display_name),
@@ -113,6 +117,15 @@ def validate_store_input(data: StoreTokenInput) -> OperationError | None:
                 field_name,
             )
     return None
+
+
+def _fits_in_utc(value: datetime) -> bool:
+    """Whether the time is storable: 9999-12-31T23:00-02:00 is past year 9999 in UTC."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
 
 
 def _already_connected() -> OperationError:
