@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 ENV_FILE := .env.local
 LOAD_ENV := set -a && . ./$(ENV_FILE) && set +a
 
-.PHONY: venv run test test-sqlite test-postgres bench lint format dev-token schema clean
+.PHONY: venv run test test-sqlite test-postgres bench fuzz lint format dev-token schema clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ test-postgres: $(INSTALLED)
 ## Throughput and latency of the hot paths (PostgreSQL too when TEST_DATABASE_URL is set).
 bench: $(INSTALLED)
 	$(BIN)/python -m bench.bench
+
+## Longer schema-driven fuzzing of the GraphQL API (GHVAULT_FUZZ_EXAMPLES per engine, default
+## 2000; PostgreSQL too when TEST_DATABASE_URL is set).
+fuzz: $(INSTALLED)
+	GHVAULT_FUZZ_EXAMPLES=$${GHVAULT_FUZZ_EXAMPLES:-2000} $(BIN)/pytest tests/test_fuzz.py --timeout=0
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
