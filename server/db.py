@@ -12,6 +12,7 @@ checkout that the file at its path is still the one it has open.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
@@ -29,10 +30,14 @@ from piccolo.query.methods.select import Select
 from server.config import DatabaseConfig
 from server.tables import TABLES
 
+logger = logging.getLogger("ghvault.db")
+
 # A refresh holds SQLite's write lock while it waits for GitHub (at most the
 # GitHub timeout, 10 s by default); writers queued behind it must outwait that.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_POOL_SIZE = 4
+CHECKPOINT_BUSY_TIMEOUT_MS = 200
+CHECKPOINT_ATTEMPTS = 10
 POSTGRES_POOL_MAX_SIZE = 10
 # A connection attempt or a statement that gets no answer (a dropped network
 # path rather than a refused one) fails after these instead of waiting forever.
@@ -93,7 +98,9 @@ class PooledSQLiteTransaction(SQLiteTransaction):
             elif not self._committed and not self._rolled_back:
                 await self.commit()
         finally:
-            await self.engine.release(self.connection)
+            await self.engine.release(
+                self.connection, reusable=not isinstance(exception, asyncio.CancelledError)
+            )
             self.engine.current_transaction.reset(self.context)
             if self._writes:
                 self.engine.writer.release()
@@ -234,16 +241,25 @@ class PooledSQLiteEngine(SQLiteEngine):
             self._slots.release()
             raise
 
-    async def release(self, connection: aiosqlite.Connection) -> None:
+    async def release(self, connection: aiosqlite.Connection, *, reusable: bool = True) -> None:
+        """Hand a connection back; `reusable=False` closes it instead.
+
+        A query cancelled while aiosqlite's thread runs it leaves a cursor
+        nobody closes, holding a read snapshot (which blocks the WAL
+        checkpoints purges need): such a connection is not reused.
+        """
         # Kept only when it is on the current file and no transaction was left
         # open (a failed COMMIT): the next user would inherit that transaction.
-        if connection in self._current and not connection.in_transaction:
+        keep = reusable and connection in self._current and not connection.in_transaction
+        if keep:
             self._idle.append(connection)
         else:
             self._current.discard(connection)
-            await connection.close()
         if self._slots is not None:
             self._slots.release()
+        if not keep:
+            # Shielded: a caller cancelled once more must not leave it (and its thread) open.
+            await asyncio.shield(connection.close())
 
     async def get_connection(self) -> aiosqlite.Connection:
         return await self.acquire()
@@ -258,8 +274,34 @@ class PooledSQLiteEngine(SQLiteEngine):
         connection = await self.acquire()
         try:
             async with connection.execute(query, args or []) as cursor:
-                return await cursor.fetchall()
+                rows = await cursor.fetchall()
+        except asyncio.CancelledError:
+            await self.release(connection, reusable=False)
+            raise
+        except BaseException:
+            await self.release(connection)
+            raise
+        await self.release(connection)
+        return rows
+
+    async def truncate_wal(self) -> bool:
+        """Checkpoint and empty the write-ahead log; False when readers kept it busy.
+
+        Bounded: readers in flight make TRUNCATE wait in SQLite's busy
+        handler, so this connection waits briefly per try, and tries a few times.
+        """
+        connection = await self.acquire()
+        try:
+            await connection.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_TIMEOUT_MS}")
+            for _ in range(CHECKPOINT_ATTEMPTS):
+                async with connection.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
+                    result = await cursor.fetchone()
+                if not result["busy"]:
+                    return True
+                await asyncio.sleep(0.02)
+            return False
         finally:
+            await connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             await self.release(connection)
 
     def transaction(
@@ -382,15 +424,19 @@ async def erase_freed_pages() -> None:
 
     secure_delete zeroes freed space in the database, but the write-ahead
     log still holds earlier page images until a checkpoint: TRUNCATE copies
-    the log back and empties it. Readers in flight can make it report busy,
-    so it is retried briefly. PostgreSQL reclaims dead tuples with VACUUM,
+    the log back and empties it. PostgreSQL reclaims dead tuples with VACUUM,
     which is the operator's schedule, not a request's.
     """
     engine = current_engine()
-    if not is_sqlite(engine):
-        return
-    for _ in range(50):
+    if isinstance(engine, PooledSQLiteEngine):
+        truncated = await engine.truncate_wal()
+    elif is_sqlite(engine):
         rows = await engine.run_ddl("PRAGMA wal_checkpoint(TRUNCATE)")
-        if not rows or not rows[0]["busy"]:
-            return
-        await asyncio.sleep(0.02)
+        truncated = bool(rows) and not rows[0]["busy"]
+    else:
+        return
+    if not truncated:
+        logger.warning(
+            "the write-ahead log could not be truncated (readers kept it busy); "
+            "erased rows leave it at the next checkpoint"
+        )

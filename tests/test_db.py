@@ -7,7 +7,11 @@ import sqlite3
 import pytest
 
 from server import db
-from tests.conftest import Database
+from server.domain.enums import Role
+from tests.conftest import Database, GraphQLClient, bearer, error_codes
+from tests.helpers import STORE, store_input
+
+SERVICE = bearer("commit-worker", Role.SERVICE)
 
 pytestmark = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 
@@ -39,3 +43,20 @@ async def test_write_transactions_take_the_write_lock_up_front(database: Databas
         other.execute("ROLLBACK")
     finally:
         other.close()
+
+
+async def test_a_cancelled_query_leaves_no_reader_behind(
+    gql: GraphQLClient, clock, database: Database
+) -> None:
+    """A root field cancelled mid-query (its sibling failed) must not keep a read snapshot:
+    it would keep the WAL checkpoint a purge needs from emptying the log."""
+    admin = bearer("root", Role.ADMIN)
+    await gql.data(STORE, store_input("alice", now=clock()), auth=SERVICE)
+    # Whether the cancellation lands mid-query is timing; thirty tries make it all but certain.
+    for _ in range(30):
+        body = await gql.post(
+            '{ user(id: "alice") { id } auditEvents(first: 0) { edges { cursor } } }', auth=admin
+        )
+        assert error_codes(body) == ["INVALID_INPUT"]
+
+    assert await database.engine.truncate_wal()

@@ -6,9 +6,8 @@ ADMIN, once as USER and once as SERVICE, against a database seeded with stored
 tokens, a pending GitHub connect and cursors, and with GitHub played by the
 fake. Whatever the document, the answer must be a JSON GraphQL response below
 500, with no INTERNAL error, no exception text, and no token that the caller
-did not send itself, except the access token a SERVICE checks out. A request
-that runs into a reported defect (`known_defect`) may answer INTERNAL, still
-masked; each such defect has a strict xfail test that reproduces it.
+did not send itself, except the access token a SERVICE checks out. What the
+fuzzer found is kept below as regression tests.
 
 GHVAULT_FUZZ_EXAMPLES documents are tried per engine (60 by default, which
 keeps the suite fast); `make fuzz` tries many more.
@@ -374,51 +373,13 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
-def request_strings(request: Request) -> list[str]:
-    """Every string a request carries: literals in the document and variable values."""
-    found = list(_strings(request.variables))
-    try:
-        ast = graphql.parse(request.document)
-    except graphql.GraphQLError:
-        return found
-    found.extend(node.value for node in _walk(ast) if isinstance(node, graphql.StringValueNode))
-    return found
-
-
-def _walk(node: graphql.Node) -> Iterator[graphql.Node]:
-    yield node
-    for key in node.keys:
-        child = getattr(node, key, None)
-        children = child if isinstance(child, tuple | list) else (child,)
-        for item in children:
-            if isinstance(item, graphql.Node):
-                yield from _walk(item)
-
-
 def carries_raw_nul(request: Request) -> bool:
     """Whether the JSON body itself holds a NUL, which the server refuses with a plain 400."""
     return "\x00" in request.document or any("\x00" in text for text in _strings(request.variables))
 
 
-def known_defect(request: Request, database_kind: str) -> str | None:
-    """The reported defect a request runs into, if any; an INTERNAL answer is then expected.
-
-    Each has a strict xfail test below, which starts failing once the defect is fixed,
-    and with it this exemption should go.
-    """
-    if database_kind == "postgres" and any("\x00" in text for text in request_strings(request)):
-        return "NUL written as \\u0000 in a GraphQL string literal reaches PostgreSQL"
-    return None
-
-
-def check_response(
-    status: int, text: str, request: Request, role: str, world: World, known: str | None = None
-) -> Any:
-    """Every property a response must have, whatever was asked; returns the parsed body.
-
-    `known` names a reported defect the request runs into: INTERNAL errors are then
-    accepted, still masked, and every other property still holds.
-    """
+def check_response(status: int, text: str, request: Request, role: str, world: World) -> Any:
+    """Every property a response must have, whatever was asked; returns the parsed body."""
     context = f"as {role}: {request}\n-> {status} {text[:2000]}"
     assert status < 500, context
     if status == 400 and carries_raw_nul(request):
@@ -430,9 +391,7 @@ def check_response(
     assert "data" in body or "errors" in body, context
     for error in body.get("errors") or ():
         extensions = error.get("extensions") or {}
-        if extensions.get("code") == "INTERNAL":
-            assert known is not None, context
-            assert error.get("message") == "Unexpected error", context
+        assert extensions.get("code") != "INTERNAL", context
         assert not EXCEPTION_TEXT.search(error.get("message", "")), context
         assert not EXCEPTION_TEXT.search(json.dumps(extensions)), context
     assert leaked_tokens(body, request.document, role, world) == [], context
@@ -517,12 +476,8 @@ UNPARSEABLE_REDIRECT_URI = Request(
 )
 
 
-async def test_known_defects_are_recognised_narrowly() -> None:
-    """The fuzzer's exemption covers the reported request and not its healthy neighbours."""
-    assert known_defect(NUL_IN_AN_ID, "postgres")
-    assert known_defect(NUL_IN_AN_ID, "sqlite") is None
-    assert known_defect(Request('{ user(id: "alice") { id } }'), "postgres") is None
-    assert known_defect(EXPIRY_BEYOND_DATETIME_RANGE, "postgres") is None
+async def test_raw_nuls_are_told_apart_from_escaped_ones() -> None:
+    """Only a NUL in the JSON body gets the plain 400; `\\u0000` in a literal is GraphQL's."""
     assert not carries_raw_nul(NUL_IN_AN_ID)
     assert carries_raw_nul(Request("query($id: ID!) { user(id: $id) { id } }", {"id": "a\x00"}))
 
@@ -537,27 +492,17 @@ async def _answer(client: GraphQLClient, request: Request, auth: str) -> dict[st
     return await response.json()
 
 
-async def test_known_defect_nul_in_an_argument_is_internal_on_postgres(
-    aiohttp_client: Any,
-    database: Database,
-    clock: MovableClock,
-    fake_github: FakeGitHub,
-    request: pytest.FixtureRequest,
+async def test_a_nul_in_a_string_literal_is_refused_on_both_engines(
+    aiohttp_client: Any, database: Database, clock: MovableClock, fake_github: FakeGitHub
 ) -> None:
-    """A NUL written as \\u0000 inside a GraphQL string literal gets past the check for raw
-    NULs in the request body and reaches asyncpg, which PostgreSQL refuses: INTERNAL.
-    Every text argument that reaches a query is affected (user, githubTokens filter,
-    auditEvents, purgeUser, revokeToken, checkoutGithubToken, startGithubConnect)."""
-    request.applymarker(
-        pytest.mark.xfail(
-            not database.is_sqlite,
-            reason="reported: \\u0000 in a literal reaches PostgreSQL (CharacterNotInRepertoire)",
-            strict=True,
-        )
-    )
+    """Found by the fuzzer: `\\u0000` inside a GraphQL string literal reached PostgreSQL,
+    which cannot compare it (INTERNAL); it is now a validation error before anything runs."""
     client = await _production_client(aiohttp_client, database, clock, fake_github)
     body = await _answer(client, NUL_IN_AN_ID, ADMIN)
-    assert body == {"data": {"user": None}}
+    assert body["data"] is None
+    assert [error["message"] for error in body["errors"]] == [
+        "String values must not contain NUL characters."
+    ]
 
 
 async def test_expiry_beyond_datetime_range_is_an_input_error(
@@ -626,12 +571,11 @@ async def test_fuzzed_operations_never_fail_unexpectedly_or_leak_a_token(
     @given(request=requests)
     def every_principal_gets_a_sound_answer(request: Request) -> None:
         tally.documents += 1
-        known = known_defect(request, database.kind)
         for role, auth in PRINCIPALS.items():
             future = asyncio.run_coroutine_threadsafe(send(request, auth), loop)
             status, text = future.result(timeout=REQUEST_TIMEOUT_SECONDS)
             tally.requests += 1
-            body = check_response(status, text, request, role, world, known)
+            body = check_response(status, text, request, role, world)
             if _resolved(body):
                 tally.resolved[role] = tally.resolved.get(role, 0) + 1
 

@@ -24,6 +24,7 @@ from server.graphql.errors import RedactErrors, log_error
 from server.graphql.mutations import Mutation
 from server.graphql.operation_log import OperationLog
 from server.graphql.queries import Query
+from server.graphql.rules import NoNulCharacters
 
 CACHE_SIZE = 512
 
@@ -51,6 +52,7 @@ def create_schema(
     # Strawberry constructs extensions per request; ValidationCache keys on
     # the rule classes, so they are made once here or the cache never hits.
     rules = [
+        NoNulCharacters,
         *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
         *(() if introspection else DisableIntrospection().validation_rules),
