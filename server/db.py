@@ -54,6 +54,17 @@ _SQLITE_PRAGMAS = (
 )
 
 
+async def _settle(
+    transaction: SQLiteTransaction | PostgresTransaction, exception: BaseException | None
+) -> None:
+    """Roll back after an exception, else commit, unless the caller already did either."""
+    if exception:
+        if not transaction._rolled_back:
+            await transaction.rollback()
+    elif not transaction._committed and not transaction._rolled_back:
+        await transaction.commit()
+
+
 class PooledSQLiteTransaction(SQLiteTransaction):
     """A transaction on a pooled connection, handed back instead of closed."""
 
@@ -92,11 +103,7 @@ class PooledSQLiteTransaction(SQLiteTransaction):
         if self._parent:
             return exception is None
         try:
-            if exception:
-                if not self._rolled_back:
-                    await self.rollback()
-            elif not self._committed and not self._rolled_back:
-                await self.commit()
+            await _settle(self, exception)
         finally:
             await self.engine.release(
                 self.connection, reusable=not isinstance(exception, asyncio.CancelledError)
@@ -133,11 +140,7 @@ class PostgresWriteTransaction(PostgresTransaction):
         if self._parent:
             return exception is None
         try:
-            if exception:
-                if not self._rolled_back:
-                    await self.rollback()
-            elif not self._committed and not self._rolled_back:
-                await self.commit()
+            await _settle(self, exception)
         finally:
             await self._give_back()
             self.engine.current_transaction.reset(self.context)
