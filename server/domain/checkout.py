@@ -18,12 +18,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from server.auth import Principal
-from server.crypto import DecryptionError, Keyring, TokenSlot, key_id_of
+from server.crypto import DecryptionError, Keyring, key_id_of
 from server.db import for_update, write_transaction
 from server.domain import audit
 from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReason, TokenKind
 from server.domain.errors import OperationError
-from server.domain.tokens import mark_revoked
+from server.domain.tokens import mark_revoked, slot_of
 from server.github import BadRefreshToken, GitHubApp, GitHubClient, GitHubError, TokenGrant
 from server.tables import UserGithubAppToken as Token
 
@@ -95,10 +95,6 @@ def _select(user_id: str, app_type: AppType) -> Any:
     return Token.select(*CHECKOUT_COLUMNS).where(
         (Token.user_id == user_id) & (Token.github_app_type == app_type.value)
     )
-
-
-def _slot(row: dict[str, Any], kind: TokenKind) -> TokenSlot:
-    return TokenSlot(row["user_id"], row["github_app_type"], row["github_user_id"], kind.value)
 
 
 def _unusable(row: dict[str, Any] | None) -> OperationError | None:
@@ -199,7 +195,7 @@ async def _refresh_locked(
         )
     try:
         refresh_token = keyring.decrypt(
-            row["refresh_token_encrypted"], _slot(row, TokenKind.REFRESH)
+            row["refresh_token_encrypted"], slot_of(row, TokenKind.REFRESH)
         )
     except DecryptionError as exc:
         return await _unreadable(actor, row, TokenKind.REFRESH, exc, now=now)
@@ -244,7 +240,7 @@ async def _store_grant(
 ) -> None:
     """Compare-and-swap the new pair in; the version must be the one refreshed from."""
     refresh_ciphertext = (
-        keyring.encrypt(grant.refresh_token, _slot(row, TokenKind.REFRESH))
+        keyring.encrypt(grant.refresh_token, slot_of(row, TokenKind.REFRESH))
         if grant.refresh_token
         else None
     )
@@ -252,7 +248,7 @@ async def _store_grant(
         await Token.update(
             {
                 Token.access_token_encrypted: keyring.encrypt(
-                    grant.access_token, _slot(row, TokenKind.ACCESS)
+                    grant.access_token, slot_of(row, TokenKind.ACCESS)
                 ),
                 Token.access_token_expires_at: grant.access_token_expires_at,
                 Token.refresh_token_encrypted: refresh_ciphertext,
@@ -282,7 +278,9 @@ async def _hand_out(
     """Decrypt (unless just refreshed), note the use, audit, return."""
     if plaintext is None:
         try:
-            plaintext = keyring.decrypt(row["access_token_encrypted"], _slot(row, TokenKind.ACCESS))
+            plaintext = keyring.decrypt(
+                row["access_token_encrypted"], slot_of(row, TokenKind.ACCESS)
+            )
         except DecryptionError as exc:
             return await _unreadable(actor, row, TokenKind.ACCESS, exc, now=now)
     await Token.update({Token.last_used_at: now}).where(Token.id == row["id"])

@@ -8,13 +8,14 @@ from datetime import datetime
 from typing import Any
 
 from server.auth import Principal
-from server.crypto import DecryptionError, Keyring, TokenSlot
+from server.crypto import DecryptionError, Keyring
 from server.db import erase_freed_pages, write_transaction
 from server.domain import audit
 from server.domain.checkout import GitHubAccess
 from server.domain.enums import AppType, AuditAction, ErrorCode, TokenKind
 from server.domain.errors import OperationError
 from server.domain.status import TokenStatus, not_connected
+from server.domain.tokens import slot_of
 from server.github import GitHubError
 from server.tables import UserGithubAppToken as Token
 
@@ -36,11 +37,10 @@ async def revoke_grant_at_github(
         return "not_configured"
     if row["access_token_encrypted"] is None:
         return "no_token"
-    slot = TokenSlot(
-        row["user_id"], row["github_app_type"], row["github_user_id"], TokenKind.ACCESS
-    )
     try:
-        access_token = keyring.decrypt(row["access_token_encrypted"], slot)
+        access_token = keyring.decrypt(
+            row["access_token_encrypted"], slot_of(row, TokenKind.ACCESS)
+        )
     except DecryptionError:
         return "unreadable"
     try:

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from server.crypto import DecryptionError, Keyring, TokenSlot
+from server.crypto import DecryptionError, Keyring
 from server.db import write_transaction
 from server.domain import audit
 from server.domain.enums import AuditAction, TokenKind
+from server.domain.tokens import slot_of
 from server.tables import UserGithubAppToken as Token
 
 DEFAULT_BATCH_SIZE = 200
@@ -70,8 +71,7 @@ def _rewrapped_values(row: dict[str, Any], keyring: Keyring) -> dict[Any, str]:
     for kind, column in CIPHERTEXT_COLUMNS.items():
         value = row[column._meta.name]
         if value is not None and keyring.needs_rewrap(value):
-            slot = TokenSlot(row["user_id"], row["github_app_type"], row["github_user_id"], kind)
-            values[column] = keyring.rewrap(value, slot)
+            values[column] = keyring.rewrap(value, slot_of(row, kind))
     return values
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from server.auth import Principal
 from server.crypto import Keyring, TokenSlot
@@ -117,6 +119,11 @@ def validate_store_input(data: StoreTokenInput) -> OperationError | None:
                 field_name,
             )
     return None
+
+
+def slot_of(row: Mapping[str, Any], kind: TokenKind) -> TokenSlot:
+    """Where a stored row's ciphertext of `kind` lives (its associated data)."""
+    return TokenSlot(row["user_id"], row["github_app_type"], row["github_user_id"], kind.value)
 
 
 def _fits_in_utc(value: datetime) -> bool:
