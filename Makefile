@@ -51,7 +51,7 @@ bench: $(INSTALLED)
 ## Longer schema-driven fuzzing of the GraphQL API (GHVAULT_FUZZ_EXAMPLES per engine, default
 ## 2000; PostgreSQL too when TEST_DATABASE_URL is set).
 fuzz: $(INSTALLED)
-	GHVAULT_FUZZ_EXAMPLES=$${GHVAULT_FUZZ_EXAMPLES:-2000} $(BIN)/pytest tests/test_fuzz.py --timeout=0
+	GHVAULT_FUZZ_EXAMPLES=$${GHVAULT_FUZZ_EXAMPLES:-2000} $(BIN)/pytest tests/graphql/test_fuzz.py --timeout=0
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -5,8 +5,8 @@ import os
 from piccolo.conf.apps import AppRegistry
 
 from server.config import parse_database_url
-from server.db import create_engine
+from server.storage.db import create_engine
 
 DB = create_engine(parse_database_url(os.environ.get("DATABASE_URL")))
 
-APP_REGISTRY = AppRegistry(apps=["server.piccolo_app"])
+APP_REGISTRY = AppRegistry(apps=["server.storage.piccolo_app"])

@@ -67,15 +67,15 @@ import asyncpg
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 
-from server import db
 from server.auth import Principal
 from server.clock import utc_now
 from server.config import Settings
 from server.crypto import Keyring
-from server.db import PooledSQLiteEngine
 from server.domain.enums import AppType, Role
 from server.domain.errors import OperationError
 from server.domain.tokens import StoreTokenInput, store_token
+from server.storage import db
+from server.storage.db import PooledSQLiteEngine
 from tests.conftest import base_env, bearer, github_env, migrate
 from tests.fake_github import STANDARD_APP, FakeGitHub, start_fake_github
 from tests.helpers import access_token, refresh_token

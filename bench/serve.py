@@ -27,10 +27,10 @@ from piccolo.engine.base import Engine
 from piccolo.engine.sqlite import SQLiteEngine
 from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 
-from server import db
-from server.app import GhvaultGraphQLView, create_app
 from server.config import Settings
-from server.logs import RedactingAccessLogger, configure_logging
+from server.http.app import GhvaultGraphQLView, create_app
+from server.http.logs import RedactingAccessLogger, configure_logging
+from server.storage import db
 
 ENGINES = ("default", "piccolo-sqlite")
 

@@ -92,7 +92,7 @@ def _positive(text: str) -> int:
 
 @asynccontextmanager
 async def _database(settings: Settings) -> AsyncIterator[None]:
-    from server import db
+    from server.storage import db
 
     engine = db.create_engine(settings.database)
     db.bind_tables(engine)
@@ -167,8 +167,8 @@ def _keys_rewrap(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from server.app import create_app
-    from server.logs import RedactingAccessLogger, configure_logging
+    from server.http.app import create_app
+    from server.http.logs import RedactingAccessLogger, configure_logging
 
     settings = Settings.from_env(os.environ)
     configure_logging()

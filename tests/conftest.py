@@ -33,14 +33,14 @@ import pytest
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 
-from server import db
-from server.app import create_app
 from server.auth import mint_token
 from server.config import Settings
-from server.db import PooledSQLiteEngine
 from server.domain.enums import Role
-from server.logs import json_handler
-from server.tables import TABLES
+from server.http.app import create_app
+from server.http.logs import json_handler
+from server.storage import db
+from server.storage.db import PooledSQLiteEngine
+from server.storage.tables import TABLES
 from tests.fake_github import DEFAULT_APPS, LITE_APP, STANDARD_APP, FakeGitHub, start_fake_github
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

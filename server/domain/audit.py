@@ -12,7 +12,7 @@ from server.domain.enums import AppType, AuditAction, Role
 from server.domain.errors import InvalidInput
 from server.domain.pagination import Page, check_page_size, decode_cursor, encode_cursor, paginate
 from server.redaction import redact_obj
-from server.tables import AuditEvent as AuditEventRow
+from server.storage.tables import AuditEvent as AuditEventRow
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ from typing import Any
 
 from server.auth import Principal
 from server.crypto import DecryptionError, Keyring, key_id_of
-from server.db import for_update, write_transaction
 from server.domain import audit
 from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReason, TokenKind
 from server.domain.errors import OperationError
 from server.domain.tokens import mark_revoked, slot_of
 from server.github import BadRefreshToken, GitHubApp, GitHubClient, GitHubError, TokenGrant
-from server.tables import UserGithubAppToken as Token
+from server.storage.db import for_update, write_transaction
+from server.storage.tables import UserGithubAppToken as Token
 
 REFRESH_MARGIN = timedelta(minutes=5)
 

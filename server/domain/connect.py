@@ -10,14 +10,14 @@ from urllib.parse import urlsplit
 
 from server.auth import Principal
 from server.crypto import Keyring
-from server.db import for_update, write_transaction
 from server.domain.checkout import GitHubAccess
 from server.domain.enums import AppType, ErrorCode
 from server.domain.errors import OperationError
 from server.domain.tokens import StoreTokenInput, StoreTokenSuccess, store_token
 from server.domain.users import ensure_user
 from server.github import BadVerificationCode, GitHubError, pkce_pair
-from server.tables import OAuthState
+from server.storage.db import for_update, write_transaction
+from server.storage.tables import OAuthState
 
 STATE_TTL = timedelta(minutes=10)
 MAX_REDIRECT_URI_LENGTH = 2048

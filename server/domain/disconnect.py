@@ -9,7 +9,6 @@ from typing import Any
 
 from server.auth import Principal
 from server.crypto import DecryptionError, Keyring
-from server.db import erase_freed_pages, write_transaction
 from server.domain import audit
 from server.domain.checkout import GitHubAccess
 from server.domain.enums import AppType, AuditAction, ErrorCode, TokenKind
@@ -17,7 +16,8 @@ from server.domain.errors import OperationError
 from server.domain.status import TokenStatus, not_connected
 from server.domain.tokens import slot_of
 from server.github import GitHubError
-from server.tables import UserGithubAppToken as Token
+from server.storage.db import erase_freed_pages, write_transaction
+from server.storage.tables import UserGithubAppToken as Token
 
 # A user waiting on "Disconnect" should not wait on a slow GitHub for long.
 GITHUB_REVOKE_TIMEOUT_SECONDS = 5.0

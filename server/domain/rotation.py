@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from server.crypto import DecryptionError, Keyring
-from server.db import write_transaction
 from server.domain import audit
 from server.domain.enums import AuditAction, TokenKind
 from server.domain.tokens import slot_of
-from server.tables import UserGithubAppToken as Token
+from server.storage.db import write_transaction
+from server.storage.tables import UserGithubAppToken as Token
 
 DEFAULT_BATCH_SIZE = 200
 CIPHERTEXT_COLUMNS = {

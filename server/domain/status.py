@@ -17,7 +17,7 @@ from piccolo.querystring import QueryString
 from server.domain.enums import AppType, RevocationReason, TokenState
 from server.domain.errors import InvalidInput
 from server.domain.pagination import Page, check_page_size, decode_cursor, encode_cursor, paginate
-from server.tables import UserGithubAppToken as Token
+from server.storage.tables import UserGithubAppToken as Token
 
 RECONNECT_STATES = frozenset(
     {TokenState.NOT_CONNECTED, TokenState.REVOKED, TokenState.REFRESH_EXPIRED}

@@ -10,14 +10,14 @@ from typing import Any
 
 from server.auth import Principal
 from server.crypto import Keyring, TokenSlot
-from server.db import for_update, is_unique_violation, write_transaction
 from server.domain import audit
 from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReason, Role, TokenKind
 from server.domain.errors import Forbidden, OperationError
 from server.domain.status import TokenStatus, token_status
 from server.domain.users import ensure_user
-from server.tables import User as UserRow
-from server.tables import UserGithubAppToken as Token
+from server.storage.db import for_update, is_unique_violation, write_transaction
+from server.storage.tables import User as UserRow
+from server.storage.tables import UserGithubAppToken as Token
 
 # GitHub documents these as prefix + up to 255 characters; today's are 36 (ghu_) and 76 (ghr_).
 ACCESS_TOKEN = re.compile(r"ghu_[A-Za-z0-9_]{36,255}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from server.tables import User as UserRow
+from server.storage.tables import User as UserRow
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from server.db import for_update, write_transaction
 from server.domain import audit
 from server.domain.enums import AppType, AuditAction, RevocationReason
 from server.domain.tokens import mark_revoked
-from server.tables import GithubWebhookDelivery
-from server.tables import UserGithubAppToken as Token
+from server.storage.db import for_update, write_transaction
+from server.storage.tables import GithubWebhookDelivery
+from server.storage.tables import UserGithubAppToken as Token
 
 SIGNATURE_PREFIX = "sha256="
 

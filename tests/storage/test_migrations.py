@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from server.tables import TABLES
+from server.storage.tables import TABLES
 from tests.conftest import PROJECT_ROOT, PostgresServer, migrate, run_piccolo
 
 ENGINES = ["sqlite", "postgres"]
@@ -252,7 +252,7 @@ async def test_forwards_backwards_and_forwards_again_leave_the_same_schema(
 _DIFFER = """
 import asyncio, json
 from piccolo.apps.migrations.commands.new import AutoMigrationManager
-from server.piccolo_app import APP_CONFIG
+from server.storage.piccolo_app import APP_CONFIG
 
 async def main():
     alters = await AutoMigrationManager(auto_input="n").get_alter_statements(app_config=APP_CONFIG)

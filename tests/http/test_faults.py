@@ -26,11 +26,11 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server import db
-from server.app import REQUEST_ID_HEADER, create_app
 from server.config import Settings
 from server.domain.enums import Role
 from server.graphql.errors import UNEXPECTED_MESSAGE
+from server.http.app import REQUEST_ID_HEADER, create_app
+from server.storage import db
 from tests.conftest import MovableClock, PostgresServer, base_env, bearer, migrate
 from tests.helpers import STORE, VIEWER_TOKEN, store_input
 

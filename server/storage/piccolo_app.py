@@ -4,9 +4,9 @@ from pathlib import Path
 
 from piccolo.conf.apps import AppConfig
 
-from server.tables import TABLES
+from server.storage.tables import TABLES
 
-MIGRATIONS_FOLDER = Path(__file__).resolve().parent.parent / "piccolo_migrations"
+MIGRATIONS_FOLDER = Path(__file__).resolve().parents[2] / "piccolo_migrations"
 
 APP_CONFIG = AppConfig(
     app_name="ghvault",

@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from server import db
 from server.domain.enums import Role
+from server.storage import db
 from tests.conftest import Database, GraphQLClient, bearer, error_codes
 from tests.helpers import STORE, store_input
 

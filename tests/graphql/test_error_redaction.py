@@ -13,12 +13,12 @@ from graphql import located_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.app import create_app
 from server.config import Settings
 from server.domain import status
 from server.domain.enums import Role
 from server.graphql.errors import client_error, log_error
-from server.logs import json_handler
+from server.http.app import create_app
+from server.http.logs import json_handler
 from tests.conftest import (
     Database,
     GraphQLClient,

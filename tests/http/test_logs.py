@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from server.app import create_app
 from server.config import Settings
 from server.domain.enums import Role
-from server.logs import RedactingAccessLogger
+from server.http.app import create_app
+from server.http.logs import RedactingAccessLogger
 from tests.conftest import Database, MovableClock, bearer
 from tests.helpers import random_token
 

@@ -12,8 +12,14 @@ from cross_web import HTTPException
 from piccolo.engine.base import Engine
 from strawberry.aiohttp.views import GraphQLView
 
-from server import db
-from server.appkeys import (
+from server.auth import AuthenticationError, authenticate
+from server.clock import Clock, utc_now
+from server.config import Settings
+from server.domain.checkout import KeyedLocks
+from server.github import GitHubClient, new_client_session
+from server.graphql.context import Context
+from server.graphql.schema import create_schema
+from server.http.appkeys import (
     CLOCK,
     ENGINE,
     GITHUB,
@@ -22,15 +28,9 @@ from server.appkeys import (
     REQUEST_ID,
     SETTINGS,
 )
-from server.auth import AuthenticationError, authenticate
-from server.clock import Clock, utc_now
-from server.config import Settings
-from server.domain.checkout import KeyedLocks
-from server.github import GitHubClient, new_client_session
-from server.graphql.context import Context
-from server.graphql.schema import create_schema
-from server.request_context import annotate, request_scope
-from server.webhooks import github_webhook
+from server.http.request_context import annotate, request_scope
+from server.http.routes import github_webhook
+from server.storage import db
 
 logger = logging.getLogger("ghvault.app")
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from strawberry.extensions.validation_cache import _get_validate_cache
 
-from server.app import create_app
 from server.config import Settings
 from server.domain.enums import Role
 from server.graphql.schema import CACHE_SIZE, create_schema
+from server.http.app import create_app
 from tests.conftest import Database, GraphQLClient, MovableClock, base_env, bearer
 
 ADMIN = bearer("root", Role.ADMIN)

@@ -18,7 +18,7 @@ from graphql import (
 
 from server.graphql.schema import export_sdl
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHECKED_IN = ROOT / "schema.graphql"
 CONTRACT_CANDIDATES = (
     ROOT.parent / "shared" / "API.graphql",

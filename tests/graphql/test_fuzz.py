@@ -31,10 +31,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_graphql import Mode, from_schema, nodes
 
-from server.app import create_app
 from server.config import Settings
 from server.domain.enums import Role
 from server.graphql.schema import export_sdl
+from server.http.app import create_app
 from tests.conftest import (
     SECRET_PATTERN,
     Database,

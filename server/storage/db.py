@@ -28,7 +28,7 @@ from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction, TransactionTy
 from piccolo.query.methods.select import Select
 
 from server.config import DatabaseConfig
-from server.tables import TABLES
+from server.storage.tables import TABLES
 
 logger = logging.getLogger("ghvault.db")
 

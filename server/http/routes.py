@@ -7,8 +7,8 @@ import logging
 
 from aiohttp import web
 
-from server.appkeys import CLOCK, REQUEST_ID, SETTINGS
 from server.domain.webhook import handle_delivery, verify_signature
+from server.http.appkeys import CLOCK, REQUEST_ID, SETTINGS
 
 logger = logging.getLogger("ghvault.webhooks")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from server.domain.enums import AppType, Role
 from server.domain.webhook import sign, verify_signature
-from server.webhooks import MAX_BODY_BYTES
+from server.http.routes import MAX_BODY_BYTES
 from tests.conftest import (
     SECRET_PATTERN,
     WEBHOOK_SECRET,

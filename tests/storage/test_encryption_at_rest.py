@@ -9,7 +9,7 @@ from server.crypto import DecryptionError, Keyring, TokenSlot
 from server.domain.enums import Role
 from tests.conftest import ACTIVE_KEY, RETIRED_KEY, Database, GraphQLClient, MovableClock, bearer
 from tests.helpers import STORE, access_token, refresh_token, store_input
-from tests.test_store import all_text
+from tests.domain.test_tokens import all_text
 
 SERVICE = bearer("commit-worker", Role.SERVICE)
 

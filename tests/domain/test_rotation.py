@@ -18,7 +18,7 @@ from server.domain.checkout import CheckoutSuccess, GitHubAccess, KeyedLocks, ch
 from server.domain.enums import AppType, AuditAction, Role
 from server.domain.rotation import RewrapReport, key_usage, rewrap
 from server.github import GitHubApp, GitHubClient, new_client_session
-from server.tables import AuditEvent, User, UserGithubAppToken
+from server.storage.tables import AuditEvent, User, UserGithubAppToken
 from tests.conftest import ACTIVE_KEY, RETIRED_KEY, T0, Database, base_env
 from tests.fake_github import STANDARD_APP, FakeGitHub
 from tests.helpers import access_token, refresh_token
@@ -187,8 +187,8 @@ def test_keys_status_and_rewrap_commands(tmp_path: Path) -> None:
     seed = (
         "import asyncio, os\n"
         "from server.config import Settings\n"
-        "from server import db\n"
-        "from tests.test_rotation import _store_under\n"
+        "from server.storage import db\n"
+        "from tests.domain.test_rotation import _store_under\n"
         "async def main():\n"
         "    settings = Settings.from_env(os.environ)\n"
         "    engine = db.create_engine(settings.database)\n"
@@ -204,7 +204,7 @@ def test_keys_status_and_rewrap_commands(tmp_path: Path) -> None:
         env=env,
         check=True,
         timeout=60,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).parents[2],
     )
     key_a = Keyring.from_env_values(KEY_A).active_key_id
     key_b = Keyring.from_env_values(KEY_B).active_key_id

@@ -11,9 +11,9 @@ from typing import TextIO
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from server.appkeys import REQUEST_ID
+from server.http.appkeys import REQUEST_ID
+from server.http.request_context import current_fields
 from server.redaction import RedactingFilter, install_log_redaction, redact
-from server.request_context import current_fields
 
 # Fields a record may carry through `extra=`; copied into the JSON line when set.
 CONTEXT_FIELDS = (

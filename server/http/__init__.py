@@ -1,0 +1,1 @@
+"""HTTP edge: the aiohttp app, its routes, logs and request context."""

@@ -1,0 +1,1 @@
+"""Storage: engines, transactions, Piccolo tables and the Piccolo app."""
