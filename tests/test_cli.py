@@ -26,7 +26,7 @@ from server.auth import authenticate
 from server.config import Settings
 from server.crypto import Keyring
 from server.domain.enums import Role
-from tests.conftest import ACTIVE_KEY, JWT_SECRET, PROJECT_ROOT, base_env
+from tests.helpers import ACTIVE_KEY, JWT_SECRET, PROJECT_ROOT, base_env
 
 GHVAULT = Path(sys.executable).parent / "ghvault"
 KEY_ENV = "USER_GH_APP_TOKEN_ENCRYPTION_KEY"

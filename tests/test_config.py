@@ -20,7 +20,7 @@ from server.auth import AuthenticationError, Principal, authenticate
 from server.config import ConfigError, Settings
 from server.crypto import Keyring, TokenSlot
 from server.domain.enums import Role
-from tests.conftest import ACTIVE_KEY, JWT_SECRET, RETIRED_KEY, base_env
+from tests.helpers import ACTIVE_KEY, JWT_SECRET, RETIRED_KEY, base_env
 
 KEY_ENV = "USER_GH_APP_TOKEN_ENCRYPTION_KEY"
 RETIRED_ENV = "USER_GH_APP_TOKEN_ENCRYPTION_KEYS_RETIRED"

@@ -5,20 +5,22 @@ from __future__ import annotations
 import json
 
 from server.domain import audit
-from server.domain.enums import Role
-from tests.conftest import (
+from tests.helpers import (
+    ADMIN,
+    ALICE,
+    PURGE,
+    REVOKE,
     SECRET_PATTERN,
+    SERVICE,
+    STORE,
     Database,
     GraphQLClient,
     MovableClock,
-    bearer,
+    access_token,
     error_codes,
+    refresh_token,
+    store_input,
 )
-from tests.helpers import PURGE, REVOKE, STORE, access_token, refresh_token, store_input
-
-SERVICE = bearer("commit-worker", Role.SERVICE)
-ADMIN = bearer("root", Role.ADMIN)
-ALICE = bearer("alice", Role.USER)
 
 EVENTS = """query($userId: ID, $action: AuditAction, $first: Int!, $after: String) {
   auditEvents(userId: $userId, action: $action, first: $first, after: $after) {

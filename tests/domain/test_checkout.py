@@ -15,23 +15,25 @@ from typing import Any
 import aiohttp
 import pytest
 
-from server.domain.enums import Role
-from tests.conftest import (
+from tests.fake_github import STANDARD_APP, FakeGitHub
+from tests.helpers import (
+    ADMIN,
+    ALICE,
     GITHUB_TIMEOUT_SECONDS,
+    REVOKE,
+    SERVICE,
+    STORE,
+    VIEWER_TOKEN,
     Database,
     GraphQLClient,
     MovableClock,
     base_env,
-    bearer,
     error_codes,
     github_env,
+    refresh_token,
+    store_input,
 )
-from tests.fake_github import STANDARD_APP, FakeGitHub
-from tests.helpers import REVOKE, STORE, VIEWER_TOKEN, refresh_token, store_input
 
-SERVICE = bearer("commit-worker", Role.SERVICE)
-ADMIN = bearer("root", Role.ADMIN)
-ALICE = bearer("alice", Role.USER)
 GITHUB_ID = "583231"
 
 CHECKOUT = """

@@ -11,14 +11,22 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from server.domain.enums import Role
-from tests.conftest import T0, Database, GraphQLClient, MovableClock, bearer, error_codes
 from tests.fake_github import LITE_APP, STANDARD_APP, FakeGitHub
-from tests.helpers import STORE, VIEWER_TOKEN, store_input
-
-ALICE = bearer("alice", Role.USER)
-BOB = bearer("bob", Role.USER)
-ADMIN = bearer("root", Role.ADMIN)
-SERVICE = bearer("commit-worker", Role.SERVICE)
+from tests.helpers import (
+    ADMIN,
+    ALICE,
+    BOB,
+    SERVICE,
+    STORE,
+    T0,
+    VIEWER_TOKEN,
+    Database,
+    GraphQLClient,
+    MovableClock,
+    bearer,
+    error_codes,
+    store_input,
+)
 
 REDIRECT_URI = "https://app.example/cb"
 OCTOCAT_ID = 583231

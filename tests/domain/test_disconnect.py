@@ -6,21 +6,22 @@ import json
 import time
 from typing import Any
 
-from server.domain.enums import Role
-from tests.conftest import (
+from tests.fake_github import LITE_APP, STANDARD_APP, FakeGitHub
+from tests.helpers import (
+    ADMIN,
+    ALICE,
     GITHUB_TIMEOUT_SECONDS,
+    PURGE,
+    REVOKE,
+    SERVICE,
+    STORE,
+    VIEWER_TOKEN,
     Database,
     GraphQLClient,
     MovableClock,
-    bearer,
     error_codes,
+    store_input,
 )
-from tests.fake_github import LITE_APP, STANDARD_APP, FakeGitHub
-from tests.helpers import PURGE, REVOKE, STORE, VIEWER_TOKEN, store_input
-
-ALICE = bearer("alice", Role.USER)
-ADMIN = bearer("root", Role.ADMIN)
-SERVICE = bearer("commit-worker", Role.SERVICE)
 
 ALICE_GITHUB_ID = 7101
 BOB_GITHUB_ID = 7102

@@ -6,12 +6,17 @@ from datetime import timedelta
 
 import pytest
 
-from server.domain.enums import Role
-from tests.conftest import Database, GraphQLClient, MovableClock, bearer
-from tests.helpers import PURGE, STORE, store_input
+from tests.helpers import (
+    ADMIN,
+    PURGE,
+    SERVICE,
+    STORE,
+    Database,
+    GraphQLClient,
+    MovableClock,
+    store_input,
+)
 
-SERVICE = bearer("commit-worker", Role.SERVICE)
-ADMIN = bearer("root", Role.ADMIN)
 USER = """query($id: ID!) { user(id: $id) {
     id email displayName purgedAt githubTokens { appType state githubLogin } } }"""
 

@@ -19,9 +19,16 @@ from server.domain.enums import AppType, AuditAction, Role
 from server.domain.rotation import RewrapReport, key_usage, rewrap
 from server.github import GitHubApp, GitHubClient, new_client_session
 from server.storage.tables import AuditEvent, User, UserGithubAppToken
-from tests.conftest import ACTIVE_KEY, RETIRED_KEY, T0, Database, base_env
 from tests.fake_github import STANDARD_APP, FakeGitHub
-from tests.helpers import access_token, refresh_token
+from tests.helpers import (
+    ACTIVE_KEY,
+    RETIRED_KEY,
+    T0,
+    Database,
+    access_token,
+    base_env,
+    refresh_token,
+)
 
 KEY_A = ACTIVE_KEY
 KEY_B = RETIRED_KEY

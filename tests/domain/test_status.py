@@ -8,7 +8,7 @@ from datetime import timedelta
 from server.domain.enums import AppType, TokenState
 from server.domain.status import TokenFilter, derive_state, list_statuses
 from server.storage.tables import User, UserGithubAppToken
-from tests.conftest import T0, Database
+from tests.helpers import T0, Database
 
 HOUR = timedelta(hours=1)
 

@@ -8,11 +8,17 @@ import pytest
 
 from server.crypto import Keyring
 from server.domain.enums import Role
-from tests.conftest import GraphQLClient, MovableClock, bearer
-from tests.helpers import REVOKE, STORE, VIEWER_TOKEN, store_input
-
-SERVICE = bearer("commit-worker", Role.SERVICE)
-ALICE = bearer("alice", Role.USER)
+from tests.helpers import (
+    ALICE,
+    REVOKE,
+    SERVICE,
+    STORE,
+    VIEWER_TOKEN,
+    GraphQLClient,
+    MovableClock,
+    bearer,
+    store_input,
+)
 
 
 async def test_state_follows_the_token_through_its_life(

@@ -5,12 +5,20 @@ from __future__ import annotations
 import pytest
 
 from server.domain.enums import Role
-from tests.conftest import SECRET_PATTERN, Database, GraphQLClient, MovableClock, bearer
-from tests.helpers import STORE, VIEWER_TOKEN, random_token, store_input
-
-SERVICE = bearer("commit-worker", Role.SERVICE)
-ALICE = bearer("alice", Role.USER)
-BOB = bearer("bob", Role.USER)
+from tests.helpers import (
+    ALICE,
+    BOB,
+    SECRET_PATTERN,
+    SERVICE,
+    STORE,
+    VIEWER_TOKEN,
+    Database,
+    GraphQLClient,
+    MovableClock,
+    bearer,
+    random_token,
+    store_input,
+)
 
 
 async def all_text(database: Database) -> str:

@@ -8,13 +8,22 @@ import jwt
 import pytest
 
 from server.domain.enums import Role
-from tests.conftest import JWT_SECRET, GraphQLClient, MovableClock, bearer, error_codes
-from tests.helpers import PURGE, REVOKE, STORE, VIEWER_TOKEN, store_input
-
-SERVICE = bearer("commit-worker", Role.SERVICE)
-ADMIN = bearer("root", Role.ADMIN)
-ALICE = bearer("alice", Role.USER)
-BOB = bearer("bob", Role.USER)
+from tests.helpers import (
+    ADMIN,
+    ALICE,
+    BOB,
+    JWT_SECRET,
+    PURGE,
+    REVOKE,
+    SERVICE,
+    STORE,
+    VIEWER_TOKEN,
+    GraphQLClient,
+    MovableClock,
+    bearer,
+    error_codes,
+    store_input,
+)
 
 USER_QUERY = "query($id: ID!) { user(id: $id) { id email githubTokens { state } } }"
 TOKENS_QUERY = "{ githubTokens { edges { node { userId } } } }"

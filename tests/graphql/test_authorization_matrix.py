@@ -18,9 +18,8 @@ from graphql import build_schema
 
 from server.domain.enums import Role
 from server.graphql.schema import export_sdl
-from tests.conftest import GraphQLClient, MovableClock, bearer
 from tests.fake_github import STANDARD_APP, FakeGitHub
-from tests.helpers import STORE, store_input
+from tests.helpers import STORE, GraphQLClient, MovableClock, bearer, store_input
 
 CALLERS = ("anonymous", "user_on_self", "user_on_other", "admin", "service")
 UNAUTH, FORBID, OK = "UNAUTHENTICATED", "FORBIDDEN", "ok"

@@ -19,18 +19,18 @@ from server.domain.enums import Role
 from server.graphql.errors import client_error, log_error
 from server.http.app import create_app
 from server.http.logs import json_handler
-from tests.conftest import (
+from tests.helpers import (
+    ALICE,
+    VIEWER_TOKEN,
     Database,
     GraphQLClient,
     MovableClock,
     base_env,
     bearer,
     error_codes,
+    random_token,
 )
-from tests.helpers import VIEWER_TOKEN, random_token
 from tests.test_redaction import EMBEDDINGS, SECRETS, Secret, leaked_windows, raise_chain
-
-ALICE = bearer("alice", Role.USER)
 
 
 def _secrets() -> dict[str, str]:

@@ -35,17 +35,20 @@ from server.config import Settings
 from server.domain.enums import Role
 from server.graphql.schema import export_sdl
 from server.http.app import create_app
-from tests.conftest import (
+from tests.fake_github import LITE_APP, STANDARD_APP, FakeGitHub
+from tests.helpers import (
     SECRET_PATTERN,
+    STORE,
     Database,
     GraphQLClient,
     MovableClock,
+    access_token,
     base_env,
     bearer,
     github_env,
+    refresh_token,
+    store_input,
 )
-from tests.fake_github import LITE_APP, STANDARD_APP, FakeGitHub
-from tests.helpers import STORE, access_token, refresh_token, store_input
 
 EXAMPLES = int(os.environ.get("GHVAULT_FUZZ_EXAMPLES", "60"))
 REQUEST_TIMEOUT_SECONDS = 30.0

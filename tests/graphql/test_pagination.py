@@ -6,12 +6,16 @@ from datetime import timedelta
 
 import pytest
 
-from server.domain.enums import Role
-from tests.conftest import GraphQLClient, MovableClock, bearer, error_codes
-from tests.helpers import REVOKE, STORE, store_input
-
-SERVICE = bearer("commit-worker", Role.SERVICE)
-ADMIN = bearer("root", Role.ADMIN)
+from tests.helpers import (
+    ADMIN,
+    REVOKE,
+    SERVICE,
+    STORE,
+    GraphQLClient,
+    MovableClock,
+    error_codes,
+    store_input,
+)
 
 TOKENS = """query($filter: GithubTokenFilter, $first: Int!, $after: String) {
   githubTokens(filter: $filter, first: $first, after: $after) {

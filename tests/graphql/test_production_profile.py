@@ -10,12 +10,10 @@ import pytest
 from strawberry.extensions.validation_cache import _get_validate_cache
 
 from server.config import Settings
-from server.domain.enums import Role
 from server.graphql.schema import CACHE_SIZE, create_schema
 from server.http.app import create_app
-from tests.conftest import Database, GraphQLClient, MovableClock, base_env, bearer
+from tests.helpers import ADMIN, Database, GraphQLClient, MovableClock, base_env
 
-ADMIN = bearer("root", Role.ADMIN)
 INTROSPECTION = "{ __schema { queryType { name } types { name } } }"
 
 

@@ -27,15 +27,21 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from server.config import Settings
-from server.domain.enums import Role
 from server.graphql.errors import UNEXPECTED_MESSAGE
 from server.http.app import REQUEST_ID_HEADER, create_app
 from server.storage import db
-from tests.conftest import MovableClock, PostgresServer, base_env, bearer, migrate
-from tests.helpers import STORE, VIEWER_TOKEN, store_input
+from tests.helpers import (
+    ALICE,
+    SERVICE,
+    STORE,
+    VIEWER_TOKEN,
+    MovableClock,
+    PostgresServer,
+    base_env,
+    migrate,
+    store_input,
+)
 
-SERVICE = bearer("commit-worker", Role.SERVICE)
-ALICE = bearer("alice", Role.USER)
 PASSWORD = "s3cr3t-pw"
 # READINESS_TIMEOUT_SECONDS plus room for the request itself.
 READINESS_BOUND_SECONDS = 1.5

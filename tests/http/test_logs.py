@@ -13,8 +13,7 @@ from server.config import Settings
 from server.domain.enums import Role
 from server.http.app import create_app
 from server.http.logs import RedactingAccessLogger
-from tests.conftest import Database, MovableClock, bearer
-from tests.helpers import random_token
+from tests.helpers import Database, MovableClock, bearer, random_token
 
 
 @asynccontextmanager

@@ -7,24 +7,23 @@ import json
 import uuid
 from typing import Any
 
-from server.domain.enums import AppType, Role
+from server.domain.enums import AppType
 from server.domain.webhook import sign, verify_signature
 from server.http.routes import MAX_BODY_BYTES
-from tests.conftest import (
+from tests.helpers import (
+    ADMIN,
+    ALICE,
+    BOB,
     SECRET_PATTERN,
+    SERVICE,
+    STORE,
     WEBHOOK_SECRET,
     WEBHOOK_SECRET_LITE,
     Database,
     GraphQLClient,
     MovableClock,
-    bearer,
+    store_input,
 )
-from tests.helpers import STORE, store_input
-
-ALICE = bearer("alice", Role.USER)
-BOB = bearer("bob", Role.USER)
-ADMIN = bearer("root", Role.ADMIN)
-SERVICE = bearer("commit-worker", Role.SERVICE)
 
 ALICE_GITHUB_ID = 7201
 BOB_GITHUB_ID = 7202

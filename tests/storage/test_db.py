@@ -8,10 +8,7 @@ import pytest
 
 from server.domain.enums import Role
 from server.storage import db
-from tests.conftest import Database, GraphQLClient, bearer, error_codes
-from tests.helpers import STORE, store_input
-
-SERVICE = bearer("commit-worker", Role.SERVICE)
+from tests.helpers import SERVICE, STORE, Database, GraphQLClient, bearer, error_codes, store_input
 
 pytestmark = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 

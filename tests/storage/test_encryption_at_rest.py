@@ -6,12 +6,19 @@ import pytest
 
 from server.config import Settings
 from server.crypto import DecryptionError, Keyring, TokenSlot
-from server.domain.enums import Role
-from tests.conftest import ACTIVE_KEY, RETIRED_KEY, Database, GraphQLClient, MovableClock, bearer
-from tests.helpers import STORE, access_token, refresh_token, store_input
 from tests.domain.test_tokens import all_text
-
-SERVICE = bearer("commit-worker", Role.SERVICE)
+from tests.helpers import (
+    ACTIVE_KEY,
+    RETIRED_KEY,
+    SERVICE,
+    STORE,
+    Database,
+    GraphQLClient,
+    MovableClock,
+    access_token,
+    refresh_token,
+    store_input,
+)
 
 
 async def _store_two(gql: GraphQLClient, clock: MovableClock) -> dict[str, tuple[str, str]]:

@@ -24,7 +24,7 @@ import asyncpg
 import pytest
 
 from server.storage.tables import TABLES
-from tests.conftest import PROJECT_ROOT, PostgresServer, migrate, run_piccolo
+from tests.helpers import PROJECT_ROOT, PostgresServer, migrate, run_piccolo
 
 ENGINES = ["sqlite", "postgres"]
 MIGRATIONS_FOLDER = PROJECT_ROOT / "piccolo_migrations"
