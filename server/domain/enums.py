@@ -51,6 +51,8 @@ class AuditAction(StrEnum):
 
 
 class ErrorCode(StrEnum):
+    """Why an operation did not succeed, returned as data (`OperationError.code`)."""
+
     NOT_FOUND = "not_found"
     INVALID_INPUT = "invalid_input"
     INVALID_TOKEN_FORMAT = "invalid_token_format"
@@ -64,3 +66,12 @@ class ErrorCode(StrEnum):
     STATE_ALREADY_USED = "state_already_used"
     ACCOUNT_MISMATCH = "account_mismatch"
     TOKEN_UNREADABLE = "token_unreadable"
+
+
+class RequestErrorCode(StrEnum):
+    """`extensions.code` of a top-level GraphQL error: the request itself was refused."""
+
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN = "FORBIDDEN"
+    INVALID_INPUT = ErrorCode.INVALID_INPUT.name
+    INTERNAL = "INTERNAL"

@@ -16,15 +16,12 @@ from collections.abc import Iterator
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
+from server.domain.enums import RequestErrorCode
 from server.domain.errors import Forbidden, InvalidInput
 from server.redaction import redact, redact_obj
 
 logger = logging.getLogger("ghvault.graphql")
 
-UNAUTHENTICATED = "UNAUTHENTICATED"
-FORBIDDEN = "FORBIDDEN"
-INVALID_INPUT = "INVALID_INPUT"
-INTERNAL = "INTERNAL"
 UNEXPECTED_MESSAGE = "Unexpected error"
 SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
 
@@ -32,16 +29,18 @@ SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
 class ApiError(GraphQLError):
     """An expected top-level error with a code."""
 
-    def __init__(self, message: str, code: str, **extensions: object) -> None:
-        super().__init__(message, extensions={"code": code, **extensions})
+    def __init__(self, message: str, code: RequestErrorCode, **extensions: object) -> None:
+        super().__init__(message, extensions={"code": code.value, **extensions})
 
 
 def unauthenticated() -> ApiError:
-    return ApiError("Authentication required: send a valid bearer token.", UNAUTHENTICATED)
+    return ApiError(
+        "Authentication required: send a valid bearer token.", RequestErrorCode.UNAUTHENTICATED
+    )
 
 
 def forbidden() -> ApiError:
-    return ApiError("Not allowed for this principal.", FORBIDDEN)
+    return ApiError("Not allowed for this principal.", RequestErrorCode.FORBIDDEN)
 
 
 def _public(error: GraphQLError) -> tuple[str, dict[str, object]] | None:
@@ -53,10 +52,10 @@ def _public(error: GraphQLError) -> tuple[str, dict[str, object]] | None:
     if isinstance(original, GraphQLError):
         return original.message, dict(original.extensions or {})
     if isinstance(original, Forbidden):
-        return forbidden().message, {"code": FORBIDDEN}
+        return forbidden().message, {"code": RequestErrorCode.FORBIDDEN.value}
     if isinstance(original, InvalidInput):
         field = {"field": original.field} if original.field else {}
-        return str(original), {"code": INVALID_INPUT, **field}
+        return str(original), {"code": RequestErrorCode.INVALID_INPUT.value, **field}
     return None
 
 
@@ -65,7 +64,7 @@ def client_error(error: GraphQLError, *, request_id: str, production: bool) -> G
     public = _public(error)
     if public is None:
         message = UNEXPECTED_MESSAGE if production else f"{UNEXPECTED_MESSAGE}: {error.message}"
-        public = message, {"code": INTERNAL, "requestId": request_id}
+        public = message, {"code": RequestErrorCode.INTERNAL.value, "requestId": request_id}
     message, extensions = public
     if production:
         # "Did you mean ...?" would map the schema for someone without introspection.
