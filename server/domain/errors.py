@@ -1,8 +1,8 @@
 """Outcomes that are not successes.
 
 `OperationError` is an expected outcome returned as data (the API's
-`OperationError`). `Forbidden` and `InvalidInput` are raised: the API turns
-them into top-level errors with codes FORBIDDEN and INVALID_INPUT.
+`OperationError`). `InvalidInput` is raised: the API turns it into a
+top-level error with code INVALID_INPUT.
 """
 
 from dataclasses import dataclass
@@ -15,10 +15,6 @@ class OperationError:
     code: ErrorCode
     message: str
     field: str | None = None
-
-
-class Forbidden(Exception):
-    """The principal may not do this; the message names no data."""
 
 
 class InvalidInput(Exception):

@@ -11,8 +11,8 @@ from typing import Any
 from server.auth import Principal
 from server.crypto import Keyring, TokenSlot
 from server.domain import audit
-from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReason, Role, TokenKind
-from server.domain.errors import Forbidden, OperationError
+from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReason, TokenKind
+from server.domain.errors import OperationError
 from server.domain.status import TokenStatus, token_status
 from server.domain.users import ensure_user
 from server.storage.db import for_update, is_unique_violation, write_transaction
@@ -266,18 +266,15 @@ async def revoke_token(
 ) -> RevokeTokenSuccess | OperationError:
     """Soft, idempotent revocation: the row stays, its ciphertexts are erased.
 
-    Bumping credential_version makes a refresh in flight lose its
-    compare-and-swap, so a revocation always wins.
+    Who may revoke whose token is decided at the API edge (IsUserOnSelfOrAdmin);
+    `user_id` None means the actor's own. Bumping credential_version makes a
+    refresh in flight lose its compare-and-swap, so a revocation always wins.
     """
-    if actor.role is Role.SERVICE or (
-        actor.role is Role.USER and user_id is not None and user_id != actor.id
-    ):
-        raise Forbidden("only the user or an admin may revoke this token")
     target = user_id or actor.id
     reason = (
         RevocationReason.ADMIN
         if user_id is not None and actor.is_admin
-        else (RevocationReason.USER_REVOKED)
+        else RevocationReason.USER_REVOKED
     )
     async with write_transaction():
         row = await for_update(

@@ -17,7 +17,7 @@ from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
 from server.domain.enums import RequestErrorCode
-from server.domain.errors import Forbidden, InvalidInput
+from server.domain.errors import InvalidInput
 from server.redaction import redact, redact_obj
 
 logger = logging.getLogger("ghvault.graphql")
@@ -51,8 +51,6 @@ def _public(error: GraphQLError) -> tuple[str, dict[str, object]] | None:
         return error.message, dict(error.extensions or {})
     if isinstance(original, GraphQLError):
         return original.message, dict(original.extensions or {})
-    if isinstance(original, Forbidden):
-        return forbidden().message, {"code": RequestErrorCode.FORBIDDEN.value}
     if isinstance(original, InvalidInput):
         field = {"field": original.field} if original.field else {}
         return str(original), {"code": RequestErrorCode.INVALID_INPUT.value, **field}

@@ -45,5 +45,14 @@ class IsUser(_RolePermission):
     roles = frozenset({Role.USER})
 
 
-class IsUserOrAdmin(_RolePermission):
-    roles = frozenset({Role.USER, Role.ADMIN})
+class IsUserOnSelfOrAdmin(BasePermission):
+    """A USER acting on their own data (no `input.userId`, or their own), or an ADMIN."""
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        principal = require_principal(info)
+        if principal.role is Role.ADMIN:
+            return True
+        target = getattr(kwargs.get("input"), "user_id", None)
+        if principal.role is Role.USER and (not target or target == principal.id):
+            return True
+        raise forbidden()

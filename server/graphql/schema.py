@@ -17,16 +17,23 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from server.config import GraphQLLimits
+from server.graphql import audit, checkout, connect, disconnect, purge, status, tokens, users
 from server.graphql.errors import RedactErrors, log_error
-from server.graphql.mutations import Mutation
 from server.graphql.operation_log import OperationLog
-from server.graphql.queries import Query
 from server.graphql.rules import NoNulCharacters
 
 CACHE_SIZE = 512
+
+# One module per capability; the order here is the order of fields in the SDL.
+Query = merge_types("Query", (users.Query, status.Query, audit.Query))
+Mutation = merge_types(
+    "Mutation",
+    (tokens.Mutation, purge.Mutation, connect.Mutation, disconnect.Mutation, checkout.Mutation),
+)
 
 
 class Schema(strawberry.Schema):
