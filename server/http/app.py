@@ -28,6 +28,7 @@ from server.http.appkeys import (
     REQUEST_ID,
     SETTINGS,
 )
+from server.http.graphiql import add_graphiql_routes
 from server.http.request_context import annotate, request_scope
 from server.http.routes import github_webhook
 from server.storage import db
@@ -163,12 +164,15 @@ def create_app(
             introspection=settings.graphiql_enabled,
             limits=settings.graphql_limits,
         ),
-        graphql_ide="graphiql" if settings.graphiql_enabled else None,
+        graphql_ide=None,
         allow_queries_via_get=False,
     )
     app.router.add_route("POST", "/graphql", view)
-    # Without GraphiQL, GET /graphql is not a thing (rather than "method not allowed").
-    app.router.add_route("GET", "/graphql", view if settings.graphiql_enabled else not_found)
+    if settings.graphiql_enabled:
+        add_graphiql_routes(app)
+    else:
+        # Without GraphiQL, GET /graphql is not a thing (rather than "method not allowed").
+        app.router.add_get("/graphql", not_found)
     app.router.add_post("/webhooks/github", github_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

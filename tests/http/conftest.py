@@ -1,0 +1,42 @@
+"""The browser fixture: a headless Chromium, or a skip (a failure under CI).
+
+Without Chromium the browser tests are skipped, loudly, unless GHVAULT_REQUIRE_BROWSER=1
+(CI sets it, and .ci/run installs Chromium), which makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.browser import Browser, find_chromium, launch
+
+_browser_skip_reason: str | None = None
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    global _browser_skip_reason
+    executable = find_chromium()
+    if executable is not None:
+        return executable
+    _browser_skip_reason = "no chromium on PATH (apt-get install chromium)"
+    if os.environ.get("GHVAULT_REQUIRE_BROWSER", "") in ("1", "true", "yes"):
+        pytest.fail(f"{_browser_skip_reason}, and GHVAULT_REQUIRE_BROWSER is set")
+    pytest.skip(f"browser test skipped: {_browser_skip_reason}")
+
+
+@pytest.fixture
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    async with launch(chromium) as browser:
+        yield browser
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _browser_skip_reason:
+        terminalreporter.write_sep(
+            "!", f"Browser tests SKIPPED: {_browser_skip_reason}", yellow=True, bold=True
+        )

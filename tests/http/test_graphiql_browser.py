@@ -1,0 +1,91 @@
+"""GraphiQL in a real headless Chromium: works offline, talks only to its own server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from server.config import Settings
+from server.http.app import create_app
+from tests.browser import Browser
+from tests.helpers import ADMIN, base_env
+
+QUERY_EDITOR = "document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror"
+HEADERS_EDITOR = (
+    "[...document.querySelectorAll('.graphiql-editor-tool .graphiql-editor')]"
+    ".find(e => !e.classList.contains('hidden')).querySelector('.CodeMirror').CodeMirror"
+)
+RESULT_EDITOR = "document.querySelector('.result-window .CodeMirror').CodeMirror"
+
+
+@pytest.fixture
+async def graphiql_url(aiohttp_server: Any, tmp_path: Path, sqlite_template: Path) -> str:
+    """GraphiQL of an app on a loopback port, on a migrated SQLite database."""
+    path = tmp_path / "ghvault.sqlite"
+    shutil.copyfile(sqlite_template, path)
+    settings = Settings.from_env(base_env(DATABASE_URL=f"sqlite:///{path}"))
+    server = await aiohttp_server(create_app(settings), host="127.0.0.1")
+    return str(server.make_url("/graphql"))
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+async def test_graphiql_runs_a_query_offline_with_a_bearer_header(
+    browser: Browser, graphiql_url: str
+) -> None:
+    """Make sure an admin can paste a header, run `{ viewer { id role } }` and read the
+    answer, with every request going to the server's own origin and no CSP violation."""
+    page = await browser.new_page()
+    await page.goto(graphiql_url)
+    await page.wait_for(f"{HEADERS_EDITOR}.getValue()", "the headers editor")
+    template = json.loads(await page.evaluate(f"{HEADERS_EDITOR}.getValue()"))
+    assert template == {"Authorization": "Bearer <token>"}
+
+    await page.evaluate(
+        f"{HEADERS_EDITOR}.setValue({json.dumps(json.dumps({'Authorization': ADMIN}))})"
+    )
+    await page.evaluate(f"{QUERY_EDITOR}.setValue('{{ viewer {{ id role }} }}')")
+    await page.evaluate("document.querySelector('.graphiql-execute-button').click()")
+    shown = await page.wait_for(
+        f"{RESULT_EDITOR}.getValue().includes('viewer') && {RESULT_EDITOR}.getValue()",
+        "the query result",
+    )
+
+    assert json.loads(shown) == {"data": {"viewer": {"id": "root", "role": "ADMIN"}}}
+    origin = _origin(graphiql_url)
+    fetched = [url for url in page.requested_urls() if not url.startswith("data:")]
+    assert fetched, "the network log recorded no request"
+    assert [url for url in fetched if _origin(url) != origin] == []
+    assert await page.evaluate("window.__violations") == []
+    assert await page.evaluate("window.__errors") == []
+
+
+async def test_graphiql_keeps_no_token_in_browser_storage(
+    browser: Browser, graphiql_url: str
+) -> None:
+    """Make sure the header an admin pasted is not written to localStorage, so it is gone
+    with the tab, and a reload shows the template again."""
+    page = await browser.new_page()
+    await page.goto(graphiql_url)
+    await page.wait_for(f"{HEADERS_EDITOR}.getValue()", "the headers editor")
+    token = ADMIN.removeprefix("Bearer ")
+    await page.evaluate(
+        f"{HEADERS_EDITOR}.setValue({json.dumps(json.dumps({'Authorization': ADMIN}))})"
+    )
+    await page.evaluate("document.querySelector('.graphiql-execute-button').click()")
+    await page.wait_for(f"{RESULT_EDITOR}.getValue().includes('viewer')", "the query result")
+
+    stored = dict(await page.evaluate("Object.entries(localStorage)"))
+    assert "viewer" in stored["graphiql:queries"], "the query history was not kept"
+    assert [key for key, value in stored.items() if token in value] == []
+    await page.goto(graphiql_url)
+    await page.wait_for(f"{HEADERS_EDITOR}.getValue()", "the headers editor")
+    assert "<token>" in await page.evaluate(f"{HEADERS_EDITOR}.getValue()")
