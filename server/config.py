@@ -75,6 +75,7 @@ class Settings:
     graphql_limits: GraphQLLimits = GraphQLLimits()
     host: str = "127.0.0.1"
     port: int = 8080
+    cors_allowed_origins: tuple[str, ...] = ()
 
     @property
     def is_production(self) -> bool:
@@ -109,6 +110,7 @@ class Settings:
             ),
             host=reader.get("HOST") or "127.0.0.1",
             port=reader.integer("PORT", 8080, low=0, high=65535),
+            cors_allowed_origins=parse_origins(reader.get("CORS_ALLOWED_ORIGINS")),
         )
 
 
@@ -133,6 +135,38 @@ def parse_database_url(url: str | None) -> DatabaseConfig:
             raise ConfigError("DATABASE_URL must name a host and a database: postgres://host/db")
         return DatabaseConfig(engine="postgres", postgres_dsn=url)
     raise ConfigError("DATABASE_URL must start with sqlite:/// or postgres://")
+
+
+def parse_origins(value: str | None) -> tuple[str, ...]:
+    """CORS_ALLOWED_ORIGINS: comma-separated exact origins, as browsers send them."""
+    origins: list[str] = []
+    for item in (value or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "*" in item:
+            raise ConfigError("CORS_ALLOWED_ORIGINS must list exact origins: '*' is not allowed")
+        origins.append(_origin(item))
+    return tuple(dict.fromkeys(origins))
+
+
+def _origin(text: str) -> str:
+    """`scheme://host[:port]`, lower-cased and without the scheme's default port."""
+    problem = ConfigError(
+        "CORS_ALLOWED_ORIGINS must be a comma-separated list of origins "
+        "like https://app.example.com (scheme, host and port only)"
+    )
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise problem from None
+    extras = parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc
+    if parts.scheme not in ("http", "https") or not parts.hostname or extras:
+        raise problem
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default_port = {"http": 80, "https": 443}[parts.scheme]
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default_port) else "")
 
 
 class _EnvReader:

@@ -28,6 +28,7 @@ from server.http.appkeys import (
     REQUEST_ID,
     SETTINGS,
 )
+from server.http.cors import cors_middleware
 from server.http.graphiql import add_graphiql_routes
 from server.http.request_context import annotate, request_scope
 from server.http.routes import github_webhook
@@ -143,8 +144,11 @@ def create_app(
     `clock` and `engine` are injectable for tests; an injected engine is the
     caller's to bind, start and stop.
     """
+    middlewares = [request_id_middleware]
+    if settings.cors_allowed_origins:
+        middlewares.append(cors_middleware(settings.cors_allowed_origins))
     app = web.Application(
-        middlewares=[request_id_middleware],
+        middlewares=middlewares,
         client_max_size=settings.graphql_limits.max_body_bytes,
     )
     app[SETTINGS] = settings

@@ -1,4 +1,4 @@
-"""The browser fixture: a headless Chromium, or a skip (a failure under CI).
+"""Fixtures of the HTTP tests: a migrated SQLite file, and a headless Chromium.
 
 Without Chromium the browser tests are skipped, loudly, unless GHVAULT_REQUIRE_BROWSER=1
 (CI sets it, and .ci/run installs Chromium), which makes that a failure.
@@ -7,7 +7,9 @@ Without Chromium the browser tests are skipped, loudly, unless GHVAULT_REQUIRE_B
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,14 @@ import pytest
 from tests.browser import Browser, find_chromium, launch
 
 _browser_skip_reason: str | None = None
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """A migrated SQLite database of its own, for tests that need no second engine."""
+    path = tmp_path / "ghvault.sqlite"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture(scope="session")

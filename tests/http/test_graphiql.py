@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +17,8 @@ VENDOR_DIR = STATIC_DIR / "vendor"
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, tmp_path: Path) -> TestClient:
-    settings = Settings.from_env(base_env(DATABASE_URL=f"sqlite:///{tmp_path}/ghvault.sqlite"))
+async def client(aiohttp_client: Any, sqlite_url: str) -> TestClient:
+    settings = Settings.from_env(base_env(DATABASE_URL=sqlite_url))
     return await aiohttp_client(create_app(settings))
 
 
@@ -94,11 +93,9 @@ def test_each_vendored_build_has_its_licence_and_pinned_version() -> None:
     )
 
 
-async def test_assets_are_not_served_without_graphiql(aiohttp_client: Any, tmp_path: Path) -> None:
+async def test_assets_are_not_served_without_graphiql(aiohttp_client: Any, sqlite_url: str) -> None:
     """Make sure turning GraphiQL off removes its assets as well as the page."""
-    settings = Settings.from_env(
-        base_env(DATABASE_URL=f"sqlite:///{tmp_path}/ghvault.sqlite", GRAPHIQL_ENABLED="false")
-    )
+    settings = Settings.from_env(base_env(DATABASE_URL=sqlite_url, GRAPHIQL_ENABLED="false"))
     client = await aiohttp_client(create_app(settings))
 
     assert (await client.get("/graphql")).status == 404

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,11 +22,9 @@ RESULT_EDITOR = "document.querySelector('.result-window .CodeMirror').CodeMirror
 
 
 @pytest.fixture
-async def graphiql_url(aiohttp_server: Any, tmp_path: Path, sqlite_template: Path) -> str:
+async def graphiql_url(aiohttp_server: Any, sqlite_url: str) -> str:
     """GraphiQL of an app on a loopback port, on a migrated SQLite database."""
-    path = tmp_path / "ghvault.sqlite"
-    shutil.copyfile(sqlite_template, path)
-    settings = Settings.from_env(base_env(DATABASE_URL=f"sqlite:///{path}"))
+    settings = Settings.from_env(base_env(DATABASE_URL=sqlite_url))
     server = await aiohttp_server(create_app(settings), host="127.0.0.1")
     return str(server.make_url("/graphql"))
 
