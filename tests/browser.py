@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -206,35 +207,58 @@ async def _devtools_port(profile: Path, process: asyncio.subprocess.Process) -> 
 @contextlib.asynccontextmanager
 async def launch(executable: str) -> AsyncIterator[Browser]:
     """A headless Chromium with a fresh profile, closed (and its profile removed) after."""
-    with tempfile.TemporaryDirectory(prefix="ghvault-chromium-") as profile_dir:
-        profile = Path(profile_dir)
-        process = await asyncio.create_subprocess_exec(
-            executable,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            "about:blank",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            env={**os.environ, "LANG": "C.UTF-8"},
-        )
-        try:
-            url = await _devtools_port(profile, process)
-            async with aiohttp.ClientSession() as session:
-                websocket = await session.ws_connect(url, max_msg_size=0)
-                browser = Browser(websocket)
-                try:
-                    yield browser
-                finally:
-                    with contextlib.suppress(BrowserError, TimeoutError):
-                        await browser.send("Browser.close")
-                    await browser.close()
-        finally:
-            if process.returncode is None:
-                process.terminate()
+    profile = Path(tempfile.mkdtemp(prefix="ghvault-chromium-"))
+    # A session of its own, so the browser's helper processes can be ended with it.
+    process = await asyncio.create_subprocess_exec(
+        executable,
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={profile}",
+        "about:blank",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "LANG": "C.UTF-8"},
+        start_new_session=True,
+    )
+    try:
+        url = await _devtools_port(profile, process)
+        async with aiohttp.ClientSession() as session:
+            websocket = await session.ws_connect(url, max_msg_size=0)
+            browser = Browser(websocket)
             try:
-                async with asyncio.timeout(10):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+                yield browser
+            finally:
+                with contextlib.suppress(BrowserError, TimeoutError):
+                    await browser.send("Browser.close")
+                await browser.close()
+    finally:
+        await _end(process)
+        await _remove(profile)
+
+
+async def _end(process: asyncio.subprocess.Process) -> None:
+    """End the browser and every helper process it started."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        async with asyncio.timeout(10):
+            await process.wait()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+async def _remove(profile: Path) -> None:
+    """Remove the profile; helpers that were still exiting may write into it for a moment."""
+    for _ in range(50):
+        try:
+            shutil.rmtree(profile)
+        except FileNotFoundError:
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+        else:
+            return
+    shutil.rmtree(profile)
