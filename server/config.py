@@ -76,6 +76,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     cors_allowed_origins: tuple[str, ...] = ()
+    metrics_token: str | None = field(default=None, repr=False)
+    metrics_multiprocess_dir: Path | None = None
 
     @property
     def is_production(self) -> bool:
@@ -111,6 +113,8 @@ class Settings:
             host=reader.get("HOST") or "127.0.0.1",
             port=reader.integer("PORT", 8080, low=0, high=65535),
             cors_allowed_origins=parse_origins(reader.get("CORS_ALLOWED_ORIGINS")),
+            metrics_token=_metrics_token(reader),
+            metrics_multiprocess_dir=reader.directory("PROMETHEUS_MULTIPROC_DIR"),
         )
 
 
@@ -214,6 +218,12 @@ class _EnvReader:
             raise ConfigError(f"{name} must be a whole number")
         return int(self.number(name, default, low=low, high=high))
 
+    def directory(self, name: str) -> Path | None:
+        value = self.get(name)
+        if value is not None and not Path(value).is_dir():
+            raise ConfigError(f"{name} must be an existing directory")
+        return Path(value) if value is not None else None
+
     def url(self, name: str, default: str) -> str:
         value = self.get(name) or default
         parts = urlsplit(value)
@@ -239,6 +249,13 @@ def _jwt_config(reader: _EnvReader) -> JwtConfig:
         issuer=reader.get("AUTH_JWT_ISSUER"),
         audience=reader.get("AUTH_JWT_AUDIENCE"),
     )
+
+
+def _metrics_token(reader: _EnvReader) -> str | None:
+    token = reader.get("METRICS_TOKEN")
+    if token is not None and len(token) < 16:
+        raise ConfigError("METRICS_TOKEN must be at least 16 characters long")
+    return token
 
 
 def _keyring(reader: _EnvReader) -> Keyring:

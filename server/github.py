@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import aiohttp
@@ -107,6 +107,30 @@ def new_client_session(timeout_seconds: float = 10.0) -> aiohttp.ClientSession:
     )
 
 
+class GitHubObserver(Protocol):
+    """Told of each request and each refresh, e.g. to count them; labels are fixed words."""
+
+    def request_done(self, endpoint: str, outcome: str, seconds: float) -> None: ...
+
+    def refresh_done(self, outcome: str) -> None: ...
+
+
+class _Unobserved:
+    def request_done(self, endpoint: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def refresh_done(self, outcome: str) -> None:
+        pass
+
+
+# How a refresh that raised ended, most specific first.
+_REFRESH_FAILURES: tuple[tuple[type[GitHubError], str], ...] = (
+    (BadRefreshToken, "bad_refresh_token"),
+    (GitHubRejected, "rejected"),
+    (GitHubError, "unavailable"),
+)
+
+
 class GitHubClient:
     def __init__(
         self,
@@ -114,10 +138,12 @@ class GitHubClient:
         *,
         oauth_base_url: str = "https://github.com",
         api_base_url: str = "https://api.github.com",
+        observer: GitHubObserver | None = None,
     ) -> None:
         self._session = session
         self._oauth_base = oauth_base_url.rstrip("/")
         self._api_base = URL(api_base_url.rstrip("/"))
+        self._observer = observer or _Unobserved()
 
     def authorize_url(
         self, app: GitHubApp, *, state: str, code_challenge: str, redirect_uri: str | None
@@ -163,6 +189,16 @@ class GitHubClient:
         GitHub invalidates the old refresh token and the old access token on success, so the
         caller must persist the returned grant before using it anywhere else.
         """
+        try:
+            grant = await self._refresh(app, refresh_token=refresh_token, now=now)
+        except GitHubError as exc:
+            outcome = next(name for kind, name in _REFRESH_FAILURES if isinstance(exc, kind))
+            self._observer.refresh_done(outcome)
+            raise
+        self._observer.refresh_done("refreshed")
+        return grant
+
+    async def _refresh(self, app: GitHubApp, *, refresh_token: str, now: datetime) -> TokenGrant:
         form = {
             "client_id": app.client_id,
             "client_secret": app.client_secret,
@@ -254,14 +290,17 @@ class GitHubClient:
         except TimeoutError:
             elapsed = time.monotonic() - started
             logger.warning("github %s timed out after %.3fs", endpoint, elapsed)
+            self._observer.request_done(endpoint, "timeout", elapsed)
             raise GitHubUnavailable("GitHub did not answer in time") from None
         except aiohttp.ClientError as exc:
             elapsed = time.monotonic() - started
             kind = type(exc).__name__
             logger.warning("github %s failed after %.3fs: %s", endpoint, elapsed, kind)
+            self._observer.request_done(endpoint, "unreachable", elapsed)
             raise GitHubUnavailable(f"GitHub could not be reached ({kind})") from None
         elapsed = time.monotonic() - started
         logger.debug("github %s answered %s after %.3fs", endpoint, resp.status, elapsed)
+        self._observer.request_done(endpoint, str(resp.status), elapsed)
         return _Answer(status=resp.status, headers=resp.headers, body=body)
 
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from piccolo.custom_types import Combinable
+from piccolo.query.functions.aggregate import Count
 from piccolo.query.functions.string import Lower
 from piccolo.querystring import QueryString
 
@@ -147,6 +148,28 @@ def state_condition(state: TokenState, now: datetime) -> Combinable | None:
         TokenState.REFRESH_EXPIRED: live & stale_access & unusable_refresh,
     }
     return conditions.get(state)
+
+
+STORED_STATES = (
+    TokenState.ACTIVE,
+    TokenState.EXPIRED,
+    TokenState.REFRESH_EXPIRED,
+    TokenState.REVOKED,
+)
+
+
+async def count_by_state(now: datetime) -> dict[tuple[AppType, TokenState], int]:
+    """Stored rows per (app type, state) at `now`, zeros included; one grouped count per state."""
+    counts = {(app_type, state): 0 for app_type in AppType for state in STORED_STATES}
+    for state in STORED_STATES:
+        rows = (
+            await Token.select(Token.github_app_type, Count(alias="count"))
+            .where(state_condition(state, now))
+            .group_by(Token.github_app_type)
+        )
+        for row in rows:
+            counts[AppType(row["github_app_type"]), state] = row["count"]
+    return counts
 
 
 @dataclass(frozen=True)

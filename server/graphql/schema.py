@@ -47,13 +47,20 @@ class Schema(strawberry.Schema):
             log_error(error, request_id=request_id)
 
 
+Extension = Callable[[], SchemaExtension] | type[SchemaExtension]
+
+
 def create_schema(
     *,
     production: bool = False,
     introspection: bool = True,
     limits: GraphQLLimits | None = None,
+    observers: tuple[Extension, ...] = (),
 ) -> Schema:
-    """Limits apply in every environment; production masks errors and hides suggestions."""
+    """Limits apply in every environment; production masks errors and hides suggestions.
+
+    `observers` are extensions that watch operations (metrics), run after the others.
+    """
     limits = limits or GraphQLLimits()
     # The limiters make new rule classes each time they are constructed, and
     # Strawberry constructs extensions per request; ValidationCache keys on
@@ -64,13 +71,14 @@ def create_schema(
         *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
         *(() if introspection else DisableIntrospection().validation_rules),
     ]
-    extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
+    extensions: list[Extension] = [
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
         lambda: ParserCache(maxsize=CACHE_SIZE),
         lambda: AddValidationRules(rules),
         lambda: ValidationCache(maxsize=CACHE_SIZE),
         lambda: RedactErrors(production=production),
         OperationLog,
+        *observers,
     ]
     return Schema(query=Query, mutation=Mutation, extensions=extensions)
 

@@ -24,12 +24,14 @@ from server.http.appkeys import (
     ENGINE,
     GITHUB,
     KNOWN_USERS,
+    METRICS,
     REFRESH_LOCKS,
     REQUEST_ID,
     SETTINGS,
 )
 from server.http.cors import cors_middleware
 from server.http.graphiql import add_graphiql_routes
+from server.http.metrics import Metrics, metrics_handler, pool_sampler
 from server.http.request_context import annotate, request_scope
 from server.http.routes import github_webhook
 from server.storage import db
@@ -132,6 +134,7 @@ async def _github_context(app: web.Application) -> AsyncIterator[None]:
             session,
             oauth_base_url=settings.github_oauth_base_url,
             api_base_url=settings.github_api_base_url,
+            observer=app[METRICS],
         )
         yield
 
@@ -155,18 +158,21 @@ def create_app(
     app[CLOCK] = clock
     app[KNOWN_USERS] = set()
     app[REFRESH_LOCKS] = KeyedLocks()
+    app[METRICS] = Metrics(multiprocess_dir=settings.metrics_multiprocess_dir)
     if engine is None:
         app[ENGINE] = db.create_engine(settings.database)
         app.cleanup_ctx.append(_database_context)
     else:
         app[ENGINE] = engine
     app.cleanup_ctx.append(_github_context)
+    app.cleanup_ctx.append(pool_sampler(app[METRICS], app[ENGINE]))
 
     view = GhvaultGraphQLView(
         schema=create_schema(
             production=settings.is_production,
             introspection=settings.graphiql_enabled,
             limits=settings.graphql_limits,
+            observers=(app[METRICS].operation_extension(),),
         ),
         graphql_ide=None,
         allow_queries_via_get=False,
@@ -180,4 +186,10 @@ def create_app(
     app.router.add_post("/webhooks/github", github_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get(
+        "/metrics",
+        metrics_handler(
+            app[METRICS], token=settings.metrics_token, clock=clock, engine=app[ENGINE]
+        ),
+    )
     return app

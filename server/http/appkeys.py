@@ -7,6 +7,7 @@ from server.clock import Clock
 from server.config import Settings
 from server.domain.checkout import KeyedLocks
 from server.github import GitHubClient
+from server.http.metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
@@ -14,5 +15,6 @@ ENGINE = web.AppKey("engine", Engine)
 GITHUB = web.AppKey("github", GitHubClient)
 KNOWN_USERS = web.AppKey("known_users", set[str])
 REFRESH_LOCKS = web.AppKey("refresh_locks", KeyedLocks)
+METRICS = web.AppKey("metrics", Metrics)
 
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -267,6 +267,11 @@ class PooledSQLiteEngine(SQLiteEngine):
     async def get_connection(self) -> aiosqlite.Connection:
         return await self.acquire()
 
+    @property
+    def lent(self) -> int:
+        """Pooled connections out with a caller now (0 without a pool)."""
+        return len(self._current) - len(self._idle) if self._slots is not None else 0
+
     async def _run_in_new_connection(
         self,
         query: str,
@@ -348,6 +353,15 @@ async def start(engine: Engine) -> None:
 async def stop(engine: Engine) -> None:
     if isinstance(engine, PostgresEngine | PooledSQLiteEngine):
         await engine.close_connection_pool()
+
+
+def connections_in_use(engine: Engine) -> int:
+    """Connections lent out of the engine's pool now; 0 without a pool."""
+    if isinstance(engine, PooledSQLiteEngine):
+        return engine.lent
+    if isinstance(engine, PostgresEngine) and engine.pool is not None:
+        return engine.pool.get_size() - engine.pool.get_idle_size()
+    return 0
 
 
 def is_sqlite(engine: Engine) -> bool:

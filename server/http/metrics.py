@@ -1,0 +1,245 @@
+"""Prometheus metrics: what ghvault counts, and GET /metrics.
+
+Label values come from fixed sets (root fields of the schema, error codes, GitHub
+endpoints, HTTP statuses, token states): never an id, a login, an operation name a
+client chose, or anything secret.
+
+With several processes (PROMETHEUS_MULTIPROC_DIR set before start, the directory
+emptied first) prometheus-client keeps each process's numbers in files there, and any
+process's /metrics adds them all up. The token counts are a fact of the database, not of
+a process, so the process answering the scrape reads them (cached briefly) instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+
+from aiohttp import web
+from graphql import FieldNode, get_operation_ast
+from piccolo.engine.base import Engine
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
+
+from server.clock import Clock
+from server.domain.enums import AppType, TokenState
+from server.domain.status import count_by_state
+from server.storage import db
+
+logger = logging.getLogger("ghvault.metrics")
+
+TOKEN_COUNTS_TTL_SECONDS = 15.0
+POOL_SAMPLE_SECONDS = 1.0
+
+REFRESH_OUTCOMES = ("refreshed", "bad_refresh_token", "rejected", "unavailable")
+WEBHOOK_RESULTS = ("processed", "duplicate", "ignored", "bad_signature", "malformed", "too_large")
+_ERROR_CODE = re.compile(r"[A-Z][A-Z_]{0,39}")
+
+
+class Metrics:
+    """The metrics of one process; `multiprocess_dir` shares them with its siblings."""
+
+    def __init__(self, *, multiprocess_dir: Path | None = None) -> None:
+        self.registry = CollectorRegistry()
+        # In multiprocess mode the values live in files and the collector reads them all;
+        # registering the metrics themselves as well would count this process twice.
+        owner: CollectorRegistry | None = self.registry
+        if multiprocess_dir is not None:
+            multiprocess.MultiProcessCollector(self.registry, path=str(multiprocess_dir))
+            owner = None
+        else:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+        self.graphql = Histogram(
+            "ghvault_graphql_operation_duration_seconds",
+            "GraphQL operations by root field and outcome (ok or the error code); "
+            "_count is the number of operations.",
+            ["operation", "outcome"],
+            registry=owner,
+        )
+        self.github = Histogram(
+            "ghvault_github_request_duration_seconds",
+            "Requests to GitHub by endpoint and outcome (HTTP status, timeout or unreachable).",
+            ["endpoint", "outcome"],
+            registry=owner,
+        )
+        self.refreshes = Counter(
+            "ghvault_token_refreshes",
+            "Refreshes of access tokens at GitHub, by outcome.",
+            ["outcome"],
+            registry=owner,
+        )
+        self.webhooks = Counter(
+            "ghvault_webhook_deliveries",
+            "GitHub webhook deliveries, by result.",
+            ["result"],
+            registry=owner,
+        )
+        self.pool_in_use = Gauge(
+            "ghvault_database_connections_in_use",
+            "Database connections lent out of the pool (sampled each second).",
+            registry=owner,
+            multiprocess_mode="livesum",
+        )
+        # Known outcomes start at zero, so rates and alerts work before the first event.
+        for outcome in REFRESH_OUTCOMES:
+            self.refreshes.labels(outcome)
+        for result in WEBHOOK_RESULTS:
+            self.webhooks.labels(result)
+        self.tokens = TokenCounts()
+        self.registry.register(self.tokens)
+
+    # GitHubObserver (server.github): one call per request and per refresh.
+    def request_done(self, endpoint: str, outcome: str, seconds: float) -> None:
+        self.github.labels(endpoint, outcome).observe(seconds)
+
+    def refresh_done(self, outcome: str) -> None:
+        self.refreshes.labels(outcome).inc()
+
+    def webhook_done(self, result: str) -> None:
+        self.webhooks.labels(result).inc()
+
+    def operation_extension(self) -> Callable[[], SchemaExtension]:
+        """A schema extension timing each GraphQL operation into these metrics."""
+        return lambda: OperationMetrics(self)
+
+
+class TokenCounts(Collector):
+    """`ghvault_tokens{app_type, state}`, read from the database at most every 15 s."""
+
+    def __init__(self) -> None:
+        self._counts: Mapping[tuple[AppType, TokenState], int] | None = None
+        self._read_at = -TOKEN_COUNTS_TTL_SECONDS
+        self._lock = asyncio.Lock()
+
+    async def refresh(self, clock: Clock) -> None:
+        async with self._lock:
+            if time.monotonic() - self._read_at < TOKEN_COUNTS_TTL_SECONDS:
+                return
+            try:
+                self._counts = await count_by_state(clock())
+            except Exception as exc:  # noqa: BLE001 -- the other metrics still answer
+                logger.warning("token counts unavailable: %s", type(exc).__name__)
+                return
+            self._read_at = time.monotonic()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if self._counts is None:
+            return
+        family = GaugeMetricFamily(
+            "ghvault_tokens",
+            "Stored tokens by app type and state (read at most every 15 s).",
+            labels=["app_type", "state"],
+        )
+        for (app_type, state), count in sorted(self._counts.items()):
+            family.add_metric([app_type.value, state.value], count)
+        yield family
+
+
+class OperationMetrics(SchemaExtension):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.executed = False
+
+    def on_execute(self) -> Iterator[None]:
+        # Reached only by a document that parsed and validated.
+        self.executed = True
+        yield
+
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        context = self.execution_context
+        operation = operation_label(context) if self.executed else "invalid"
+        outcome = outcome_label(context) if self.executed else "INVALID_QUERY"
+        self.metrics.graphql.labels(operation, outcome).observe(time.perf_counter() - started)
+
+
+def operation_label(context: ExecutionContext) -> str:
+    """The root field of a validated operation (a field of the schema, whatever the
+    client's text), or "multiple" for several."""
+    document = context.graphql_document
+    operation = get_operation_ast(document, context.operation_name) if document else None
+    if operation is None:
+        return "invalid"
+    selections = operation.selection_set.selections
+    fields = [selection for selection in selections if isinstance(selection, FieldNode)]
+    names = {field.name.value for field in fields}
+    if len(fields) == len(selections) and len(names) == 1:
+        return names.pop()
+    return "multiple"
+
+
+def outcome_label(context: ExecutionContext) -> str:
+    """ "ok", or the code of the first error (codes are ghvault's own words)."""
+    errors = getattr(context.result, "errors", None)
+    if not errors:
+        return "ok"
+    code = (errors[0].extensions or {}).get("code")
+    return code if isinstance(code, str) and _ERROR_CODE.fullmatch(code) else "ERROR"
+
+
+def metrics_handler(
+    metrics: Metrics, *, token: str | None, clock: Clock, engine: Engine
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle_metrics(request: web.Request) -> web.Response:
+        if token is not None and not _bearer_matches(request.headers.get("Authorization"), token):
+            return web.json_response(
+                {"error": "send the metrics token: Authorization: Bearer <METRICS_TOKEN>"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        await metrics.tokens.refresh(clock)
+        metrics.pool_in_use.set(db.connections_in_use(engine))
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return handle_metrics
+
+
+def _bearer_matches(header: str | None, token: str) -> bool:
+    scheme, _, value = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        value.strip().encode(), token.encode()
+    )
+
+
+def pool_sampler(
+    metrics: Metrics, engine: Engine
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context sampling the pool each second, so every process's gauge is fresh."""
+
+    async def sample(app: web.Application) -> AsyncIterator[None]:
+        async def loop() -> None:
+            while True:
+                metrics.pool_in_use.set(db.connections_in_use(engine))
+                await asyncio.sleep(POOL_SAMPLE_SECONDS)
+
+        task = asyncio.get_running_loop().create_task(loop())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return sample
