@@ -17,7 +17,6 @@ from server.config import ConfigError, Settings, parse_database_url
 from server.crypto import generate_key
 from server.domain.enums import Role
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEV_ENV_FILE = Path(".env.local")
 
 
@@ -36,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host", help="address to listen on (default: HOST, else 127.0.0.1)")
+    serve.add_argument("--port", type=_port, help="port to listen on (default: PORT, else 8080)")
     serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser("migrate", help="run every pending migration (forwards all)")
@@ -82,6 +83,12 @@ def _duration(text: str) -> timedelta:
     if unit not in units or not number.isdigit() or int(number) == 0:
         raise argparse.ArgumentTypeError("use a positive number with s, m, h or d, e.g. 8h")
     return timedelta(**{units[unit]: int(number)})
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError("use a port number from 0 to 65535")
+    return int(text)
 
 
 def _positive(text: str) -> int:
@@ -165,22 +172,20 @@ def _keys_rewrap(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from server.http.app import create_app
-    from server.http.logs import RedactingAccessLogger, configure_logging
+    from server.http.logs import configure_logging
+    from server.http.server import CannotListen, serve
+    from server.storage.migration_state import DatabaseNotReady
 
     settings = Settings.from_env(os.environ)
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
     configure_logging()
-    app = create_app(settings)
-    print(f"ghvault listening on http://{settings.host}:{settings.port}/graphql", flush=True)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log_class=RedactingAccessLogger,
-        print=None,
-    )
+    try:
+        asyncio.run(serve(create_app(settings), host=host, port=port))
+    except (CannotListen, DatabaseNotReady) as exc:
+        print(f"ghvault: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -188,8 +193,8 @@ def _migrate(args: argparse.Namespace) -> int:
     database = parse_database_url(os.environ.get("DATABASE_URL"))
     if database.sqlite_path is not None:
         database.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    # Piccolo finds its configuration (piccolo_conf.py) by import.
-    sys.path.insert(0, str(PROJECT_ROOT))
+    # Piccolo finds its configuration by import: the piccolo_conf module ships
+    # beside the `server` package.
     os.environ.setdefault("PICCOLO_CONF", "piccolo_conf")
     from piccolo.apps.migrations.commands.forwards import run_forwards
 

@@ -362,7 +362,10 @@ async def test_serve_end_to_end(
         await stop(process)
     out, err = (await stdout).decode(), (await stderr).decode()
 
-    assert f"listening on {base}/graphql" in out
+    assert out == ""
+    messages = [json.loads(line)["message"] for line in err.splitlines()]
+    assert f"listening on {base}/graphql" in messages
+    assert messages[-1] == "stopped"
     for marker in ("ghu_", "ghr_", "eyJ"):
         assert marker not in err
         assert marker not in out

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import asyncpg
 from aiohttp import web
 from cross_web import HTTPException
 from piccolo.engine.base import Engine
@@ -34,11 +36,23 @@ from server.http.graphiql import add_graphiql_routes
 from server.http.metrics import Metrics, metrics_handler, pool_sampler
 from server.http.request_context import annotate, request_scope
 from server.http.routes import github_webhook
+from server.redaction import redact
 from server.storage import db
+from server.storage.migration_state import DatabaseNotReady, check_schema, schema_problem
 
 logger = logging.getLogger("ghvault.app")
 
 READINESS_TIMEOUT_SECONDS = 1.0
+# What opening the pool raises when the database is not there: refused or
+# unresolvable hosts, no answer, wrong credentials or database name, an
+# unwritable SQLite path.
+DATABASE_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    sqlite3.Error,
+)
 REQUEST_ID_HEADER = "X-Request-Id"
 
 
@@ -111,18 +125,36 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database answers and holds exactly this release's migrations."""
     try:
-        await db.ping(request.app[ENGINE], within=READINESS_TIMEOUT_SECONDS)
+        problem = await db.answer_within(
+            schema_problem(request.app[ENGINE]), within=READINESS_TIMEOUT_SECONDS
+        )
     except Exception as exc:  # noqa: BLE001 -- any failure means "not ready"
         logger.warning("readiness check failed: %s", type(exc).__name__)
         return web.json_response({"status": "unavailable", "database": False}, status=503)
-    return web.json_response({"status": "ready", "database": True})
+    if problem is not None:
+        logger.warning("readiness check failed: %s", problem)
+        return web.json_response(
+            {"status": "unavailable", "database": True, "migrations": False}, status=503
+        )
+    return web.json_response({"status": "ready", "database": True, "migrations": True})
 
 
 async def _database_context(app: web.Application) -> AsyncIterator[None]:
     engine = app[ENGINE]
     db.bind_tables(engine)
-    await db.start(engine)
+    try:
+        await db.start(engine)
+        try:
+            await check_schema(engine)
+        except BaseException:
+            await db.stop(engine)
+            raise
+    except DATABASE_UNREACHABLE as exc:
+        raise DatabaseNotReady(
+            f"cannot reach the database of DATABASE_URL: {type(exc).__name__}: {redact(str(exc))}"
+        ) from None
     yield
     await db.stop(engine)
 

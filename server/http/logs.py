@@ -25,6 +25,8 @@ CONTEXT_FIELDS = (
     "method",
     "path",
     "status",
+    "client",
+    "address",
 )
 
 
@@ -61,6 +63,9 @@ def configure_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [json_handler()]
     root.setLevel(level)
+    # Libraries' warnings (Piccolo warns when its database is unreachable) become
+    # JSON lines too, behind the same redaction, instead of raw text on stderr.
+    logging.captureWarnings(True)
     # Handlers that libraries attached to their own loggers get the filter too.
     install_log_redaction()
 

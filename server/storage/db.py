@@ -15,10 +15,10 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import asyncpg
@@ -31,6 +31,8 @@ from server.config import DatabaseConfig
 from server.storage.tables import TABLES
 
 logger = logging.getLogger("ghvault.db")
+
+T = TypeVar("T")
 
 # A refresh holds SQLite's write lock while it waits for GitHub (at most the
 # GitHub timeout, 10 s by default); writers queued behind it must outwait that.
@@ -410,23 +412,28 @@ def _forget_ping(query: asyncio.Task[Any]) -> None:
 
 
 async def ping(engine: Engine, within: float) -> None:
-    """Raise when the database cannot answer a trivial query within `within` seconds.
+    """Raise when the database cannot answer a trivial query within `within` seconds."""
+    await answer_within(engine.run_ddl("SELECT 1"), within)
+
+
+async def answer_within(query: Coroutine[Any, Any, T], within: float) -> T:
+    """The result of `query`, or TimeoutError when it takes more than `within` seconds.
 
     At the deadline the query is cancelled and left to unwind by itself:
     asyncio.wait_for would also wait for that, and asyncpg's cancel request
     to a database that answers nothing can take the whole statement timeout.
     """
-    query = asyncio.create_task(engine.run_ddl("SELECT 1"))
+    task = asyncio.create_task(query)
     try:
-        done, _ = await asyncio.wait({query}, timeout=within)
+        done, _ = await asyncio.wait({task}, timeout=within)
     finally:
-        if not query.done():
-            query.cancel()
-            _abandoned_pings.add(query)
-            query.add_done_callback(_forget_ping)
+        if not task.done():
+            task.cancel()
+            _abandoned_pings.add(task)
+            task.add_done_callback(_forget_ping)
     if not done:
         raise TimeoutError(f"the database did not answer within {within} s")
-    query.result()
+    return task.result()
 
 
 def is_unique_violation(exc: BaseException) -> bool:

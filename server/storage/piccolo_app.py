@@ -1,12 +1,9 @@
 """The Piccolo app: its tables and the top-level migrations folder."""
 
-from pathlib import Path
-
 from piccolo.conf.apps import AppConfig
 
+from server.storage.migration_state import MIGRATIONS_FOLDER
 from server.storage.tables import TABLES
-
-MIGRATIONS_FOLDER = Path(__file__).resolve().parents[2] / "piccolo_migrations"
 
 APP_CONFIG = AppConfig(
     app_name="ghvault",

@@ -1,0 +1,60 @@
+"""Serving the app: listen, log "listening" and "stopped", stop on SIGTERM or SIGINT.
+
+Start-up failures an operator can fix (the port is taken, the database is
+unreachable or not migrated) end in one exception whose message is the line
+to print; `ghvault serve` prints it and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from aiohttp import web
+
+from server.http.logs import RedactingAccessLogger
+
+logger = logging.getLogger("ghvault.server")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class CannotListen(Exception):
+    """The address could not be bound; the message is one line for the operator."""
+
+
+async def serve(app: web.Application, *, host: str, port: int) -> None:
+    """Run `app` on host:port until SIGTERM or SIGINT, then shut it down cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(app, handle_signals=False, access_log_class=RedactingAccessLogger)
+    try:
+        await runner.setup()  # runs the app's start-up: the database is checked here
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+            raise CannotListen(f"cannot listen on {host}:{port}: {reason.lower()}") from None
+        bound_port = _bound_port(runner, default=port)
+        url = f"http://{host}:{bound_port}/graphql"
+        logger.info("listening on %s", url, extra={"address": f"{host}:{bound_port}"})
+        await stop.wait()
+        logger.info("stopping: finishing requests in flight")
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+        await runner.cleanup()
+    logger.info("stopped")
+
+
+def _bound_port(runner: web.AppRunner, *, default: int) -> int:
+    """The port actually bound (PORT=0 asks the system for a free one)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return default

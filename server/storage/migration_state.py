@@ -1,0 +1,92 @@
+"""Whether a database holds exactly the migrations this ghvault ships.
+
+A server on a database that lacks a migration fails on every query that
+touches the missing part ("no such table"); one on a database migrated by a
+newer ghvault may write rows that release does not expect. Both refuse to
+start and are never ready, and say what to run instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+from piccolo.engine.base import Engine
+
+from server.storage.db import is_sqlite
+
+# The top-level migrations folder: beside the `server` package, in the
+# repository and in an installed wheel alike.
+MIGRATIONS_FOLDER = Path(__file__).resolve().parents[2] / "piccolo_migrations"
+
+# Piccolo's bookkeeping table: one row per migration that ran, per app.
+_APPLIED = "SELECT name FROM migration WHERE app_name = 'ghvault'"
+_SQLITE_HAS_TABLE = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'migration'"
+_POSTGRES_HAS_TABLE = "SELECT to_regclass('migration') IS NOT NULL AS present"
+
+
+class DatabaseNotReady(Exception):
+    """The database cannot serve this ghvault; the message (one line) says what to do."""
+
+
+@functools.cache
+def shipped_migration_ids() -> frozenset[str]:
+    """The ids of the migrations in this release: each module's `ID`, as Piccolo reads it.
+
+    Read from the source rather than imported: the migration modules (and
+    the Piccolo app config) pull in Piccolo's migration machinery, black
+    included, which a server has no use for.
+    """
+    files = MIGRATIONS_FOLDER.glob("*.py")
+    ids = (_module_id(path) for path in files if path.name != "__init__.py")
+    return frozenset(migration_id for migration_id in ids if migration_id is not None)
+
+
+def _module_id(path: Path) -> str | None:
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if (
+            isinstance(node, ast.Assign)
+            and [getattr(target, "id", None) for target in node.targets] == ["ID"]
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            return node.value.value
+    return None
+
+
+async def applied_migration_ids(engine: Engine) -> frozenset[str]:
+    """The ids of the migrations that ran on the database; none when it was never migrated."""
+    if is_sqlite(engine):
+        has_table = bool(await engine.run_ddl(_SQLITE_HAS_TABLE))
+    else:
+        has_table = (await engine.run_ddl(_POSTGRES_HAS_TABLE))[0]["present"]
+    if not has_table:
+        return frozenset()
+    return frozenset(row["name"] for row in await engine.run_ddl(_APPLIED))
+
+
+async def schema_problem(engine: Engine) -> str | None:
+    """What is wrong with the database's migrations, as one line; None when nothing is."""
+    shipped = shipped_migration_ids()
+    applied = await applied_migration_ids(engine)
+    unknown = sorted(applied - shipped)
+    if unknown:
+        return (
+            f"the database has {len(unknown)} migration(s) this ghvault does not know "
+            f"({', '.join(unknown)}): run the ghvault release that applied them, or a newer one"
+        )
+    missing = shipped - applied
+    if missing:
+        return (
+            f"the database lacks {len(missing)} of {len(shipped)} migrations: "
+            "run `ghvault migrate` first"
+        )
+    return None
+
+
+async def check_schema(engine: Engine) -> None:
+    """Raise DatabaseNotReady unless the database holds exactly the shipped migrations."""
+    problem = await schema_problem(engine)
+    if problem is not None:
+        raise DatabaseNotReady(problem)

@@ -1,0 +1,175 @@
+"""`ghvault serve` as operators run it: flags, and start-up failures as one line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sqlite3
+import subprocess
+import time
+from contextlib import closing
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.helpers import base_env
+from tests.test_cli import (
+    GHVAULT,
+    START_UP_BOUND_SECONDS,
+    clean_env,
+    free_port,
+    ghvault,
+    graphql,
+    stop,
+    wait_until_healthy,
+)
+
+
+def is_json_line(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def assert_refused_with_one_line(result: subprocess.CompletedProcess[str], *expected: str) -> str:
+    """Exit 1, nothing served, and one plain line (besides JSON logs) that says why."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    plain = [line for line in result.stderr.splitlines() if not is_json_line(line)]
+    assert len(plain) == 1, result.stderr
+    assert plain[0].startswith("ghvault: ")
+    for text in expected:
+        assert text in plain[0]
+    assert "listening on" not in result.stderr
+    return plain[0]
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path) -> dict[str, str]:
+    return clean_env(
+        **base_env(DATABASE_URL=f"sqlite:///{tmp_path}/data/ghvault.sqlite", PORT=str(free_port()))
+    )
+
+
+def migrated(env: dict[str, str], cwd: Path) -> dict[str, str]:
+    result = ghvault("migrate", cwd=cwd, env=env, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return env
+
+
+# --- start-up failures ---------------------------------------------------------
+
+
+def test_serve_refuses_a_database_that_was_never_migrated(
+    tmp_path: Path, sqlite_env: dict[str, str]
+) -> None:
+    """Make sure `serve` on an empty database says to run `ghvault migrate`, and stops."""
+    result = ghvault("serve", cwd=tmp_path, env=sqlite_env)
+    assert_refused_with_one_line(result, "ghvault migrate", "lacks 2 of 2 migrations")
+
+
+def test_serve_refuses_a_database_missing_a_migration(
+    tmp_path: Path, sqlite_env: dict[str, str]
+) -> None:
+    """Make sure a database that missed the latest migration is refused, naming the fix."""
+    migrated(sqlite_env, tmp_path)
+    with closing(sqlite3.connect(tmp_path / "data" / "ghvault.sqlite")) as connection:
+        connection.execute("DELETE FROM migration WHERE name = (SELECT max(name) FROM migration)")
+        connection.commit()
+    result = ghvault("serve", cwd=tmp_path, env=sqlite_env)
+    assert_refused_with_one_line(result, "ghvault migrate", "lacks 1 of 2 migrations")
+
+
+def test_serve_refuses_a_database_migrated_by_a_newer_release(
+    tmp_path: Path, sqlite_env: dict[str, str]
+) -> None:
+    """Make sure a migration this release does not know stops start-up, naming it."""
+    migrated(sqlite_env, tmp_path)
+    with closing(sqlite3.connect(tmp_path / "data" / "ghvault.sqlite")) as connection:
+        connection.execute(
+            "INSERT INTO migration (name, app_name, ran_on) "
+            "VALUES ('2099-01-01T00:00:00:000000', 'ghvault', '2099-01-01 00:00:00')"
+        )
+        connection.commit()
+    result = ghvault("serve", cwd=tmp_path, env=sqlite_env)
+    assert_refused_with_one_line(result, "2099-01-01T00:00:00:000000", "does not know")
+
+
+def test_serve_refuses_a_port_in_use(tmp_path: Path, sqlite_env: dict[str, str]) -> None:
+    """Make sure a taken port is one line naming the address, not a traceback."""
+    migrated(sqlite_env, tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = ghvault("serve", "--port", str(port), cwd=tmp_path, env=sqlite_env)
+    assert_refused_with_one_line(result, f"127.0.0.1:{port}", "address already in use")
+
+
+def test_serve_refuses_an_unreachable_postgres_without_echoing_the_password(
+    tmp_path: Path,
+) -> None:
+    """Make sure a PostgreSQL nobody answers at is one line and a quick exit; no password."""
+    url = f"postgres://ghvault:hunter2@127.0.0.1:{free_port()}/ghvault"
+    env = clean_env(**base_env(DATABASE_URL=url, PORT=str(free_port())))
+    result = ghvault("serve", cwd=tmp_path, env=env)
+    line = assert_refused_with_one_line(result, "cannot reach the database of DATABASE_URL")
+    assert "hunter2" not in result.stderr
+    assert "ConnectionRefusedError" in line
+
+
+def test_serve_refuses_an_sqlite_path_it_cannot_open(tmp_path: Path) -> None:
+    """Make sure a DATABASE_URL below a plain file is one line, not a traceback."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    env = clean_env(
+        **base_env(DATABASE_URL=f"sqlite:///{blocker}/ghvault.sqlite", PORT=str(free_port()))
+    )
+    result = ghvault("serve", cwd=tmp_path, env=env)
+    assert_refused_with_one_line(result, "cannot reach the database of DATABASE_URL")
+
+
+# --- flags ---------------------------------------------------------------------
+
+
+async def test_host_and_port_flags_override_the_environment(
+    tmp_path: Path, sqlite_env: dict[str, str]
+) -> None:
+    """Make sure --host/--port win over HOST/PORT, and listening/stopped are JSON log lines."""
+    env = migrated({**sqlite_env, "HOST": "0.0.0.0"}, tmp_path)  # noqa: S104 -- never bound
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        str(GHVAULT),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    stderr = asyncio.create_task(process.stderr.read())
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        try:
+            await wait_until_healthy(http, base, process, started + START_UP_BOUND_SECONDS)
+            body = await graphql(http, base, "{ viewer { id } }")
+            assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        finally:
+            await stop(process)
+    assert process.returncode == 0
+    lines = [json.loads(line) for line in (await stderr).decode().splitlines()]
+    listening = [line for line in lines if line["message"].startswith("listening on")]
+    assert [line["message"] for line in listening] == [f"listening on {base}/graphql"]
+    assert listening[0]["logger"] == "ghvault.server"
+    assert env["PORT"] not in listening[0]["message"]
+    assert lines[-1]["message"] == "stopped"
+    assert lines[-1]["level"] == "INFO"
