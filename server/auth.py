@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jwt
+from jwt import PyJWK
 
 from server.config import JwtConfig
 from server.domain.enums import Role
 
 MAX_SUB_LENGTH = 255
+ROLE_VALUES = frozenset(role.value for role in Role)
 
 
 class AuthenticationError(Exception):
@@ -32,18 +34,24 @@ class Principal:
         return self.role is Role.ADMIN
 
 
-def authenticate(authorization: str | None, config: JwtConfig) -> Principal:
-    """Verify the bearer JWT and return its principal."""
-    if not authorization:
-        raise AuthenticationError("no Authorization header")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationError("Authorization is not a Bearer token")
-    key = config.secret if config.secret is not None else config.public_key
+def authenticate(
+    authorization: str | None, config: JwtConfig, *, key: PyJWK | None = None
+) -> Principal:
+    """Verify the bearer JWT and return its principal.
+
+    `key` is the identity provider's key for this token (from its JWKS);
+    without one, the configured secret or public key verifies.
+    """
+    token = bearer_token(authorization)
+    verifier: PyJWK | bytes | str | None = key
+    if verifier is None:
+        verifier = config.secret if config.secret is not None else config.public_key
+    if verifier is None:
+        raise AuthenticationError("no key to verify the JWT with")
     try:
         claims = jwt.decode(
-            token.strip(),
-            key=key,
+            token,
+            key=verifier,
             algorithms=list(config.algorithms),
             issuer=config.issuer,
             audience=config.audience,
@@ -55,17 +63,24 @@ def authenticate(authorization: str | None, config: JwtConfig) -> Principal:
         )
     except jwt.PyJWTError as exc:
         raise AuthenticationError(f"invalid JWT: {type(exc).__name__}") from None
-    return _principal_from_claims(claims)
+    return _principal_from_claims(claims, config.role_claim)
 
 
-def _principal_from_claims(claims: dict[str, object]) -> Principal:
-    sub, role = claims.get("sub"), claims.get("role")
+def bearer_token(authorization: str | None) -> str:
+    """The JWT of an `Authorization: Bearer <JWT>` header."""
+    if not authorization:
+        raise AuthenticationError("no Authorization header")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("Authorization is not a Bearer token")
+    return token.strip()
+
+
+def _principal_from_claims(claims: dict[str, object], role_claim: str) -> Principal:
+    sub = claims.get("sub")
     if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_LENGTH:
         raise AuthenticationError("JWT sub must be a non-empty string")
-    try:
-        parsed_role = Role(role)
-    except ValueError:
-        raise AuthenticationError("JWT role must be user, admin or service") from None
+    parsed_role = _role(claims, role_claim)
     email, name = claims.get("email"), claims.get("name")
     return Principal(
         id=sub,
@@ -73,6 +88,35 @@ def _principal_from_claims(claims: dict[str, object]) -> Principal:
         email=email if isinstance(email, str) else None,
         name=name if isinstance(name, str) else None,
     )
+
+
+def _role(claims: dict[str, object], role_claim: str) -> Role:
+    """The one ghvault role the configured claim names.
+
+    Providers put roles in namespaced claims (`https://example.com/roles`),
+    nested ones (`realm_access.roles`) and lists holding their own roles
+    too: those are ignored, but two ghvault roles at once are ambiguous.
+    """
+    value = _claim(claims, role_claim)
+    candidates = value if isinstance(value, list) else [value]
+    roles = {Role(item) for item in candidates if isinstance(item, str) and item in ROLE_VALUES}
+    if len(roles) != 1:
+        raise AuthenticationError(
+            f"JWT claim {role_claim} must name exactly one of user, admin or service"
+        )
+    return roles.pop()
+
+
+def _claim(claims: dict[str, object], name: str) -> object:
+    """A claim by its literal name, else by a dotted path into nested objects."""
+    if name in claims:
+        return claims[name]
+    value: object = claims
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
 
 
 def mint_token(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from server.github import GitHubApp
 DEFAULT_SQLITE_PATH = Path("data") / "ghvault.sqlite"
 ENVIRONMENTS = ("development", "production")
 JWT_ALGORITHMS_FOR_PUBLIC_KEYS = ("RS256", "ES256")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
@@ -44,8 +47,10 @@ class DatabaseConfig:
 class JwtConfig:
     secret: bytes | None = field(default=None, repr=False)
     public_key: str | None = field(default=None, repr=False)
+    jwks_url: str | None = None
     issuer: str | None = None
     audience: str | None = None
+    role_claim: str = "role"
 
     @property
     def algorithms(self) -> tuple[str, ...]:
@@ -78,6 +83,7 @@ class Settings:
     cors_allowed_origins: tuple[str, ...] = ()
     metrics_token: str | None = field(default=None, repr=False)
     metrics_multiprocess_dir: Path | None = None
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
     @property
     def is_production(self) -> bool:
@@ -115,6 +121,7 @@ class Settings:
             cors_allowed_origins=parse_origins(reader.get("CORS_ALLOWED_ORIGINS")),
             metrics_token=_metrics_token(reader),
             metrics_multiprocess_dir=reader.directory("PROMETHEUS_MULTIPROC_DIR"),
+            trusted_proxies=reader.networks("TRUSTED_PROXIES"),
         )
 
 
@@ -224,6 +231,19 @@ class _EnvReader:
             raise ConfigError(f"{name} must be an existing directory")
         return Path(value) if value is not None else None
 
+    def networks(self, name: str) -> tuple[IPNetwork, ...]:
+        """A comma-separated list of IP addresses and CIDR networks."""
+        networks = []
+        for position, entry in enumerate((self.get(name) or "").split(","), start=1):
+            if entry.strip():
+                try:
+                    networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+                except ValueError:
+                    raise ConfigError(
+                        f"{name} entry {position} is not an IP address or CIDR network"
+                    ) from None
+        return tuple(networks)
+
     def url(self, name: str, default: str) -> str:
         value = self.get(name) or default
         parts = urlsplit(value)
@@ -235,10 +255,22 @@ class _EnvReader:
 def _jwt_config(reader: _EnvReader) -> JwtConfig:
     secret = reader.get("AUTH_JWT_SECRET")
     public_key = reader.get("AUTH_JWT_PUBLIC_KEY")
-    if secret and public_key:
-        raise ConfigError("set only one of AUTH_JWT_SECRET and AUTH_JWT_PUBLIC_KEY")
-    if not secret and not public_key:
-        raise ConfigError("AUTH_JWT_SECRET (or AUTH_JWT_PUBLIC_KEY) is not set")
+    jwks_url = reader.get("AUTH_JWT_JWKS_URL")
+    if sum(value is not None for value in (secret, public_key, jwks_url)) > 1:
+        raise ConfigError(
+            "set only one of AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY and AUTH_JWT_JWKS_URL"
+        )
+    if not secret and not public_key and not jwks_url:
+        raise ConfigError(
+            "AUTH_JWT_SECRET (or AUTH_JWT_PUBLIC_KEY, or AUTH_JWT_JWKS_URL) is not set"
+        )
+    if jwks_url is not None:
+        parts = urlsplit(jwks_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError("AUTH_JWT_JWKS_URL must be an http(s) URL")
+    role_claim = reader.get("AUTH_JWT_ROLE_CLAIM") or "role"
+    if "" in role_claim.split("."):
+        raise ConfigError("AUTH_JWT_ROLE_CLAIM must be a claim name or a dotted path to one")
     if secret is not None and len(secret.encode()) < 32:
         raise ConfigError("AUTH_JWT_SECRET must be at least 32 bytes long")
     if public_key is not None and "-----BEGIN PUBLIC KEY-----" not in public_key:
@@ -246,8 +278,10 @@ def _jwt_config(reader: _EnvReader) -> JwtConfig:
     return JwtConfig(
         secret=secret.encode() if secret else None,
         public_key=public_key,
+        jwks_url=jwks_url,
         issuer=reader.get("AUTH_JWT_ISSUER"),
         audience=reader.get("AUTH_JWT_AUDIENCE"),
+        role_claim=role_claim,
     )
 
 

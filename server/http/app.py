@@ -14,7 +14,7 @@ from cross_web import HTTPException
 from piccolo.engine.base import Engine
 from strawberry.aiohttp.views import GraphQLView
 
-from server.auth import AuthenticationError, authenticate
+from server.auth import AuthenticationError, authenticate, bearer_token
 from server.clock import Clock, utc_now
 from server.config import Settings
 from server.domain.checkout import KeyedLocks
@@ -22,9 +22,11 @@ from server.github import GitHubClient, new_client_session
 from server.graphql.context import Context
 from server.graphql.schema import create_schema
 from server.http.appkeys import (
+    CLIENT_ADDRESS,
     CLOCK,
     ENGINE,
     GITHUB,
+    JWKS,
     KNOWN_USERS,
     METRICS,
     REFRESH_LOCKS,
@@ -32,10 +34,12 @@ from server.http.appkeys import (
     SETTINGS,
 )
 from server.http.cors import cors_middleware
+from server.http.forwarded import client_address
 from server.http.graphiql import add_graphiql_routes
 from server.http.metrics import Metrics, metrics_handler, pool_sampler
 from server.http.request_context import annotate, request_scope
 from server.http.routes import github_webhook
+from server.jwks import JwksKeys
 from server.redaction import redact
 from server.storage import db
 from server.storage.migration_state import DatabaseNotReady, check_schema, schema_problem
@@ -84,7 +88,8 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
         authorization = request.headers.get("Authorization")
         if authorization:
             try:
-                principal = authenticate(authorization, settings.jwt)
+                key = await app[JWKS].key_for(bearer_token(authorization)) if JWKS in app else None
+                principal = authenticate(authorization, settings.jwt, key=key)
                 annotate(principal_id=principal.id, principal_role=principal.role.value)
             except AuthenticationError as exc:
                 logger.info("request %s: rejected credentials: %s", request[REQUEST_ID], exc)
@@ -114,6 +119,19 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         raise
     response.headers[REQUEST_ID_HEADER] = request_id
     return response
+
+
+@web.middleware
+async def client_address_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Record who sent the request (X-Forwarded-For counts only from TRUSTED_PROXIES)."""
+    client = client_address(
+        request.remote,
+        request.headers.getall("X-Forwarded-For", []),
+        request.app[SETTINGS].trusted_proxies,
+    )
+    if client is not None:
+        request[CLIENT_ADDRESS] = client
+    return await handler(request)
 
 
 async def not_found(request: web.Request) -> web.Response:
@@ -179,7 +197,7 @@ def create_app(
     `clock` and `engine` are injectable for tests; an injected engine is the
     caller's to bind, start and stop.
     """
-    middlewares = [request_id_middleware]
+    middlewares = [client_address_middleware, request_id_middleware]
     if settings.cors_allowed_origins:
         middlewares.append(cors_middleware(settings.cors_allowed_origins))
     app = web.Application(
@@ -191,6 +209,8 @@ def create_app(
     app[KNOWN_USERS] = set()
     app[REFRESH_LOCKS] = KeyedLocks()
     app[METRICS] = Metrics(multiprocess_dir=settings.metrics_multiprocess_dir)
+    if settings.jwt.jwks_url is not None:
+        app[JWKS] = JwksKeys(settings.jwt.jwks_url)
     if engine is None:
         app[ENGINE] = db.create_engine(settings.database)
         app.cleanup_ctx.append(_database_context)

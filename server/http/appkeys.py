@@ -8,6 +8,7 @@ from server.config import Settings
 from server.domain.checkout import KeyedLocks
 from server.github import GitHubClient
 from server.http.metrics import Metrics
+from server.jwks import JwksKeys
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
@@ -16,5 +17,8 @@ GITHUB = web.AppKey("github", GitHubClient)
 KNOWN_USERS = web.AppKey("known_users", set[str])
 REFRESH_LOCKS = web.AppKey("refresh_locks", KeyedLocks)
 METRICS = web.AppKey("metrics", Metrics)
+JWKS = web.AppKey("jwks", JwksKeys)
 
 REQUEST_ID = web.RequestKey("request_id", str)
+# Who sent the request: the peer, or the client its trusted proxies name.
+CLIENT_ADDRESS = web.RequestKey("client_address", str)

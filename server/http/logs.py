@@ -11,7 +11,7 @@ from typing import TextIO
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from server.http.appkeys import REQUEST_ID
+from server.http.appkeys import CLIENT_ADDRESS, REQUEST_ID
 from server.http.request_context import current_fields
 from server.redaction import RedactingFilter, install_log_redaction, redact
 
@@ -81,6 +81,7 @@ class RedactingAccessLogger(AbstractAccessLogger):
             response.status,
             extra={
                 "request_id": request.get(REQUEST_ID),
+                "client": request.get(CLIENT_ADDRESS, request.remote),
                 "method": request.method,
                 "path": redact(request.path_qs),
                 "status": response.status,
