@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     setup.set_defaults(run=_dev_setup)
 
+    backup = commands.add_parser(
+        "backup", help="copy the SQLite database consistently (safe while serving)"
+    )
+    backup.add_argument("path", type=Path, help="the new file to write the copy to")
+    backup.set_defaults(run=_backup)
+
     export = commands.add_parser("export-schema", help="print the GraphQL SDL")
     export.set_defaults(run=_export_schema)
     return parser
@@ -239,6 +245,25 @@ def _dev_setup(args: argparse.Namespace) -> int:
         "GHVAULT_ENV=development\n"
     )
     print(f"wrote development secrets to {DEV_ENV_FILE}")
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from server.storage.backup import BackupError, backup_sqlite
+
+    database = parse_database_url(os.environ.get("DATABASE_URL"))
+    if database.sqlite_path is None:
+        print(
+            "ghvault: backup copies SQLite databases; on PostgreSQL use pg_dump (README: Backups)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        report = backup_sqlite(database.sqlite_path, args.path)
+    except BackupError as exc:
+        print(f"ghvault: {exc}", file=sys.stderr)
+        return 1
+    print(f"backed up {database.sqlite_path} to {args.path} ({report.size_bytes} bytes)")
     return 0
 
 
