@@ -110,6 +110,15 @@ def test_serve_refuses_a_port_in_use(tmp_path: Path, sqlite_env: dict[str, str])
     assert_refused_with_one_line(result, f"127.0.0.1:{port}", "address already in use")
 
 
+def test_serve_refuses_a_host_it_cannot_resolve(tmp_path: Path, sqlite_env: dict[str, str]) -> None:
+    """Make sure an unknown --host is one line saying so, not a traceback."""
+    migrated(sqlite_env, tmp_path)
+    host = "no-such-host.invalid"
+    result = ghvault("serve", "--host", host, cwd=tmp_path, env=sqlite_env)
+    line = assert_refused_with_one_line(result, f"cannot listen on {host}:{sqlite_env['PORT']}")
+    assert "unknown error" not in line.lower()
+
+
 def test_serve_refuses_an_unreachable_postgres_without_echoing_the_password(
     tmp_path: Path,
 ) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 
 from aiohttp import web
 
@@ -38,7 +39,13 @@ async def serve(app: web.Application, *, host: str, port: int) -> None:
         try:
             await site.start()
         except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+            # asyncio rewords bind errors around the address; the system's
+            # words for the errno are the short, clear part (resolver errors
+            # carry theirs in strerror).
+            if isinstance(exc, socket.gaierror) or not exc.errno:
+                reason = exc.strerror or type(exc).__name__
+            else:
+                reason = os.strerror(exc.errno)
             raise CannotListen(f"cannot listen on {host}:{port}: {reason.lower()}") from None
         bound_port = _bound_port(runner, default=port)
         url = f"http://{host}:{bound_port}/graphql"
