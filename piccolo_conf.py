@@ -5,7 +5,7 @@ import os
 from piccolo.conf.apps import AppRegistry
 
 from server.config import parse_database_url
-from server.storage.db import create_engine
+from server.storage.engines import create_engine
 
 DB = create_engine(parse_database_url(os.environ.get("DATABASE_URL")))
 

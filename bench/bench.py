@@ -74,8 +74,8 @@ from server.crypto import Keyring
 from server.domain.enums import AppType, Role
 from server.domain.errors import OperationError
 from server.domain.tokens import StoreTokenInput, store_token
-from server.storage import db
-from server.storage.db import PooledSQLiteEngine
+from server.storage import engines
+from server.storage.sqlite_pool import PooledSQLiteEngine
 from tests.conftest import base_env, bearer, github_env, migrate
 from tests.fake_github import STANDARD_APP, FakeGitHub, start_fake_github
 from tests.helpers import access_token, refresh_token
@@ -451,8 +451,8 @@ def near_expiry_tokens(fake: FakeGitHub, count: int, now: datetime) -> list[Stor
 
 async def seed(engine: Engine, keyring: Keyring, tokens: Sequence[StoreTokenInput]) -> None:
     """Store `tokens` through the domain (validated, encrypted, audited)."""
-    db.bind_tables(engine)
-    await db.start(engine)
+    engines.bind_tables(engine)
+    await engines.start(engine)
     try:
         semaphore = asyncio.Semaphore(SEED_CONCURRENCY)
 
@@ -463,11 +463,11 @@ async def seed(engine: Engine, keyring: Keyring, tokens: Sequence[StoreTokenInpu
                 raise RuntimeError(f"seeding {data.user_id} failed: {result.message}")
 
         await asyncio.gather(*(store(data) for data in tokens))
-        if db.is_sqlite(engine):
+        if engines.is_sqlite(engine):
             # Leave nothing in the write-ahead log, so the file can be copied alone.
             await engine.run_ddl("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
-        await db.stop(engine)
+        await engines.stop(engine)
 
 
 def sqlite_url(path: Path) -> str:

@@ -30,7 +30,7 @@ from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from server.config import Settings
 from server.http.app import GhvaultGraphQLView, create_app
 from server.http.logs import RedactingAccessLogger, configure_logging
-from server.storage import db
+from server.storage import engines, sqlite_pool
 
 ENGINES = ("default", "piccolo-sqlite")
 
@@ -40,8 +40,8 @@ def stock_sqlite_engine(settings: Settings) -> Engine:
     path = settings.database.sqlite_path
     if path is None:
         raise SystemExit("--engine piccolo-sqlite needs a sqlite:/// DATABASE_URL")
-    engine = SQLiteEngine(path=str(path), timeout=db.SQLITE_BUSY_TIMEOUT_MS / 1000)
-    db.bind_tables(engine)
+    engine = SQLiteEngine(path=str(path), timeout=sqlite_pool.SQLITE_BUSY_TIMEOUT_MS / 1000)
+    engines.bind_tables(engine)
     return engine
 
 

@@ -105,15 +105,15 @@ def _positive(text: str) -> int:
 
 @asynccontextmanager
 async def _database(settings: Settings) -> AsyncIterator[None]:
-    from server.storage import db
+    from server.storage import engines
 
-    engine = db.create_engine(settings.database)
-    db.bind_tables(engine)
-    await db.start(engine)
+    engine = engines.create_engine(settings.database)
+    engines.bind_tables(engine)
+    await engines.start(engine)
     try:
         yield
     finally:
-        await db.stop(engine)
+        await engines.stop(engine)
 
 
 def _keys_status(args: argparse.Namespace) -> int:

@@ -27,8 +27,8 @@ from piccolo.engine.postgres import PostgresEngine
 from server.config import Settings
 from server.http.app import create_app
 from server.http.logs import json_handler
-from server.storage import db
-from server.storage.db import PooledSQLiteEngine
+from server.storage import engines
+from server.storage.sqlite_pool import PooledSQLiteEngine
 from server.storage.tables import TABLES
 from tests.fake_github import DEFAULT_APPS, FakeGitHub, start_fake_github
 from tests.helpers import (
@@ -111,14 +111,14 @@ async def database(
         url = request.getfixturevalue("postgres_url")
         engine = PostgresEngine(config={"dsn": url})
         database = Database("postgres", engine, url)
-    db.bind_tables(engine)
-    await db.start(engine)
+    engines.bind_tables(engine)
+    await engines.start(engine)
     if not database.is_sqlite:
         await _truncate(engine)
     try:
         yield database
     finally:
-        await db.stop(engine)
+        await engines.stop(engine)
 
 
 # ---------------------------------------------------------------- clock, GitHub, app

@@ -24,8 +24,8 @@ from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReaso
 from server.domain.errors import OperationError
 from server.domain.tokens import mark_revoked, slot_of
 from server.github import BadRefreshToken, GitHubApp, GitHubClient, GitHubError, TokenGrant
-from server.storage.db import for_update, write_transaction
 from server.storage.tables import UserGithubAppToken as Token
+from server.storage.transactions import for_update, write_transaction
 
 REFRESH_MARGIN = timedelta(minutes=5)
 

@@ -16,8 +16,8 @@ from server.domain.errors import OperationError
 from server.domain.tokens import StoreTokenInput, StoreTokenSuccess, store_token
 from server.domain.users import ensure_user
 from server.github import BadVerificationCode, GitHubError, pkce_pair
-from server.storage.db import for_update, write_transaction
 from server.storage.tables import OAuthState
+from server.storage.transactions import for_update, write_transaction
 
 STATE_TTL = timedelta(minutes=10)
 MAX_REDIRECT_URI_LENGTH = 2048

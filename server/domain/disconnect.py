@@ -16,8 +16,8 @@ from server.domain.errors import OperationError
 from server.domain.status import TokenStatus, not_connected
 from server.domain.tokens import slot_of
 from server.github import GitHubError
-from server.storage.db import erase_freed_pages, write_transaction
 from server.storage.tables import UserGithubAppToken as Token
+from server.storage.transactions import erase_freed_pages, write_transaction
 
 # A user waiting on "Disconnect" should not wait on a slow GitHub for long.
 GITHUB_REVOKE_TIMEOUT_SECONDS = 5.0

@@ -15,10 +15,10 @@ from server.domain.checkout import GitHubAccess
 from server.domain.disconnect import revoke_grant_at_github
 from server.domain.enums import AppType, AuditAction, ErrorCode
 from server.domain.errors import OperationError
-from server.storage.db import erase_freed_pages, for_update, write_transaction
 from server.storage.tables import OAuthState
 from server.storage.tables import User as UserRow
 from server.storage.tables import UserGithubAppToken as Token
+from server.storage.transactions import erase_freed_pages, for_update, write_transaction
 
 
 @dataclass(frozen=True)

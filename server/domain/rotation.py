@@ -16,8 +16,8 @@ from server.crypto import DecryptionError, Keyring
 from server.domain import audit
 from server.domain.enums import AuditAction, TokenKind
 from server.domain.tokens import slot_of
-from server.storage.db import write_transaction
 from server.storage.tables import UserGithubAppToken as Token
+from server.storage.transactions import write_transaction
 
 DEFAULT_BATCH_SIZE = 200
 CIPHERTEXT_COLUMNS = {

@@ -15,9 +15,9 @@ from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReaso
 from server.domain.errors import OperationError
 from server.domain.status import TokenStatus, token_status
 from server.domain.users import ensure_user
-from server.storage.db import for_update, is_unique_violation, write_transaction
 from server.storage.tables import User as UserRow
 from server.storage.tables import UserGithubAppToken as Token
+from server.storage.transactions import for_update, is_unique_violation, write_transaction
 
 # GitHub documents these as prefix + up to 255 characters; today's are 36 (ghu_) and 76 (ghr_).
 ACCESS_TOKEN = re.compile(r"ghu_[A-Za-z0-9_]{36,255}")

@@ -16,9 +16,9 @@ from typing import Any
 from server.domain import audit
 from server.domain.enums import AppType, AuditAction, RevocationReason
 from server.domain.tokens import mark_revoked
-from server.storage.db import for_update, write_transaction
 from server.storage.tables import GithubWebhookDelivery
 from server.storage.tables import UserGithubAppToken as Token
+from server.storage.transactions import for_update, write_transaction
 
 SIGNATURE_PREFIX = "sha256="
 

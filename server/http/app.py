@@ -41,7 +41,7 @@ from server.http.request_context import annotate, request_scope
 from server.http.routes import github_webhook
 from server.jwks import JwksKeys
 from server.redaction import redact
-from server.storage import db
+from server.storage import engines
 from server.storage.migration_state import DatabaseNotReady, check_schema, schema_problem
 
 logger = logging.getLogger("ghvault.app")
@@ -145,7 +145,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the database answers and holds exactly this release's migrations."""
     try:
-        problem = await db.answer_within(
+        problem = await engines.answer_within(
             schema_problem(request.app[ENGINE]), within=READINESS_TIMEOUT_SECONDS
         )
     except Exception as exc:  # noqa: BLE001 -- any failure means "not ready"
@@ -161,20 +161,20 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def _database_context(app: web.Application) -> AsyncIterator[None]:
     engine = app[ENGINE]
-    db.bind_tables(engine)
+    engines.bind_tables(engine)
     try:
-        await db.start(engine)
+        await engines.start(engine)
         try:
             await check_schema(engine)
         except BaseException:
-            await db.stop(engine)
+            await engines.stop(engine)
             raise
     except DATABASE_UNREACHABLE as exc:
         raise DatabaseNotReady(
             f"cannot reach the database of DATABASE_URL: {type(exc).__name__}: {redact(str(exc))}"
         ) from None
     yield
-    await db.stop(engine)
+    await engines.stop(engine)
 
 
 async def _github_context(app: web.Application) -> AsyncIterator[None]:
@@ -212,7 +212,7 @@ def create_app(
     if settings.jwt.jwks_url is not None:
         app[JWKS] = JwksKeys(settings.jwt.jwks_url)
     if engine is None:
-        app[ENGINE] = db.create_engine(settings.database)
+        app[ENGINE] = engines.create_engine(settings.database)
         app.cleanup_ctx.append(_database_context)
     else:
         app[ENGINE] = engine

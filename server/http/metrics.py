@@ -44,7 +44,7 @@ from strawberry.types import ExecutionContext
 from server.clock import Clock
 from server.domain.enums import AppType, TokenState
 from server.domain.status import count_by_state
-from server.storage import db
+from server.storage import engines
 
 logger = logging.getLogger("ghvault.metrics")
 
@@ -211,7 +211,7 @@ def metrics_handler(
                 headers={"WWW-Authenticate": "Bearer"},
             )
         await metrics.tokens.refresh(clock)
-        metrics.pool_in_use.set(db.connections_in_use(engine))
+        metrics.pool_in_use.set(engines.connections_in_use(engine))
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -233,7 +233,7 @@ def pool_sampler(
     async def sample(app: web.Application) -> AsyncIterator[None]:
         async def loop() -> None:
             while True:
-                metrics.pool_in_use.set(db.connections_in_use(engine))
+                metrics.pool_in_use.set(engines.connections_in_use(engine))
                 await asyncio.sleep(POOL_SAMPLE_SECONDS)
 
         task = asyncio.get_running_loop().create_task(loop())

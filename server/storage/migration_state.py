@@ -14,7 +14,7 @@ from pathlib import Path
 
 from piccolo.engine.base import Engine
 
-from server.storage.db import is_sqlite
+from server.storage.engines import is_sqlite
 
 # The top-level migrations folder: beside the `server` package, in the
 # repository and in an installed wheel alike.

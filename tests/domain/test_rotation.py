@@ -194,15 +194,15 @@ def test_keys_status_and_rewrap_commands(tmp_path: Path) -> None:
     seed = (
         "import asyncio, os\n"
         "from server.config import Settings\n"
-        "from server.storage import db\n"
+        "from server.storage import engines\n"
         "from tests.domain.test_rotation import _store_under\n"
         "async def main():\n"
         "    settings = Settings.from_env(os.environ)\n"
-        "    engine = db.create_engine(settings.database)\n"
-        "    db.bind_tables(engine)\n"
-        "    await db.start(engine)\n"
+        "    engine = engines.create_engine(settings.database)\n"
+        "    engines.bind_tables(engine)\n"
+        "    await engines.start(engine)\n"
         "    await _store_under(settings.keyring, rows=7)\n"
-        "    await db.stop(engine)\n"
+        "    await engines.stop(engine)\n"
         "asyncio.run(main())\n"
     )
     env = {**os.environ, **base_env(DATABASE_URL=url)}

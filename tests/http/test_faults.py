@@ -29,7 +29,7 @@ from aiohttp.test_utils import TestClient
 from server.config import Settings
 from server.graphql.errors import UNEXPECTED_MESSAGE
 from server.http.app import REQUEST_ID_HEADER, create_app
-from server.storage import db
+from server.storage import engines
 from tests.helpers import (
     ALICE,
     SERVICE,
@@ -312,8 +312,8 @@ async def test_postgres_that_stops_answering(
     forever (shortened here from 5 s and 30 s); when the path is back the
     service recovers.
     """
-    monkeypatch.setattr(db, "POSTGRES_CONNECT_TIMEOUT_SECONDS", 1.0)
-    monkeypatch.setattr(db, "POSTGRES_COMMAND_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(engines, "POSTGRES_CONNECT_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(engines, "POSTGRES_COMMAND_TIMEOUT_SECONDS", 1.0)
     client = await pg_client(aiohttp_client, proxied_dsn(pg_url, proxy), clock)
     await store(client, clock, "alice")
 

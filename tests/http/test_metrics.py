@@ -20,7 +20,7 @@ from server.config import ConfigError, Settings
 from server.domain.enums import Role
 from server.domain.webhook import sign
 from server.http.app import create_app
-from server.storage import db
+from server.storage import engines
 from tests.fake_github import STANDARD_APP, FakeGitHub
 from tests.helpers import (
     ADMIN,
@@ -244,11 +244,11 @@ async def test_tokens_are_counted_by_app_type_and_state(
 
 async def test_connections_in_use_follow_the_pool(database: Database) -> None:
     """Make sure the pool gauge's source counts a connection lent to a transaction."""
-    assert db.connections_in_use(database.engine) == 0
+    assert engines.connections_in_use(database.engine) == 0
     async with database.engine.transaction():
         await database.engine.run_ddl("SELECT 1")
-        assert db.connections_in_use(database.engine) == 1
-    assert db.connections_in_use(database.engine) == 0
+        assert engines.connections_in_use(database.engine) == 1
+    assert engines.connections_in_use(database.engine) == 0
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from aiohttp.test_utils import TestClient
 
 from server.config import Settings
 from server.http.app import create_app
-from server.storage import db
-from server.storage.db import PooledSQLiteEngine
+from server.storage import engines
 from server.storage.migration_state import shipped_migration_ids
+from server.storage.sqlite_pool import PooledSQLiteEngine
 from tests.helpers import Database, MovableClock, base_env
 
 FUTURE_MIGRATION = "2099-01-01T00:00:00:000000"
@@ -102,13 +102,13 @@ async def test_an_empty_sqlite_file_is_not_ready(
     """
     path = tmp_path / "empty.sqlite"
     engine = PooledSQLiteEngine(path=str(path))
-    db.bind_tables(engine)
-    await db.start(engine)
+    engines.bind_tables(engine)
+    await engines.start(engine)
     try:
         empty = Database("sqlite", engine, f"sqlite:///{path}", sqlite_path=path)
         client = await client_on(aiohttp_client, empty, clock)
         status, body = await readiness(client)
     finally:
-        await db.stop(engine)
+        await engines.stop(engine)
     assert status == 503
     assert body == {"status": "unavailable", "database": True, "migrations": False}

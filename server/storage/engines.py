@@ -1,0 +1,113 @@
+"""Which engine the tables use: creating, binding, starting and stopping it, and pinging it.
+
+Both pools outlive a database outage: asyncpg reconnects a pooled
+connection that was closed under it, and the SQLite pool checks on every
+checkout that the file at its path is still the one it has open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from piccolo.engine.base import Engine
+from piccolo.engine.postgres import PostgresEngine
+
+from server.config import DatabaseConfig
+from server.storage.sqlite_pool import PooledSQLiteEngine
+from server.storage.tables import TABLES
+
+T = TypeVar("T")
+
+POSTGRES_POOL_MAX_SIZE = 10
+# A connection attempt or a statement that gets no answer (a dropped network
+# path rather than a refused one) fails after these instead of waiting forever.
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5.0
+POSTGRES_COMMAND_TIMEOUT_SECONDS = 30.0
+
+
+def create_engine(config: DatabaseConfig) -> Engine:
+    if config.is_sqlite:
+        assert config.sqlite_path is not None
+        return PooledSQLiteEngine(path=str(config.sqlite_path))
+    return PostgresEngine(
+        config={"dsn": config.postgres_dsn, "timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
+    )
+
+
+def bind_tables(engine: Engine) -> None:
+    """Point every table at `engine` (tests switch engines; the app binds once)."""
+    for table in TABLES:
+        table._meta.db = engine
+
+
+def connections_in_use(engine: Engine) -> int:
+    """Connections lent out of the engine's pool now; 0 without a pool."""
+    if isinstance(engine, PooledSQLiteEngine):
+        return engine.lent
+    if isinstance(engine, PostgresEngine) and engine.pool is not None:
+        return engine.pool.get_size() - engine.pool.get_idle_size()
+    return 0
+
+
+def current_engine() -> Engine:
+    """The engine the tables are bound to."""
+    return TABLES[0]._meta.db
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.engine_type == "sqlite"
+
+
+async def start(engine: Engine) -> None:
+    if isinstance(engine, PostgresEngine):
+        # The statement bound is for the serving pool only: one-off connections
+        # (migrations) may legitimately run longer.
+        await engine.start_connection_pool(
+            max_size=POSTGRES_POOL_MAX_SIZE,
+            timeout=POSTGRES_CONNECT_TIMEOUT_SECONDS,
+            command_timeout=POSTGRES_COMMAND_TIMEOUT_SECONDS,
+        )
+    elif isinstance(engine, PooledSQLiteEngine):
+        await engine.start_connection_pool()
+
+
+async def stop(engine: Engine) -> None:
+    if isinstance(engine, PostgresEngine | PooledSQLiteEngine):
+        await engine.close_connection_pool()
+
+
+# Pings given up on at their deadline, referenced until they have unwound.
+_abandoned_pings: set[asyncio.Task[Any]] = set()
+
+
+def _forget_ping(query: asyncio.Task[Any]) -> None:
+    _abandoned_pings.discard(query)
+    if not query.cancelled():
+        query.exception()  # nobody waits for it any more: this marks it seen
+
+
+async def ping(engine: Engine, within: float) -> None:
+    """Raise when the database cannot answer a trivial query within `within` seconds."""
+    await answer_within(engine.run_ddl("SELECT 1"), within)
+
+
+async def answer_within(query: Coroutine[Any, Any, T], within: float) -> T:
+    """The result of `query`, or TimeoutError when it takes more than `within` seconds.
+
+    At the deadline the query is cancelled and left to unwind by itself:
+    asyncio.wait_for would also wait for that, and asyncpg's cancel request
+    to a database that answers nothing can take the whole statement timeout.
+    """
+    task = asyncio.create_task(query)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=within)
+    finally:
+        if not task.done():
+            task.cancel()
+            _abandoned_pings.add(task)
+            task.add_done_callback(_forget_ping)
+    if not done:
+        raise TimeoutError(f"the database did not answer within {within} s")
+    return task.result()

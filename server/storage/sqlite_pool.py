@@ -1,0 +1,261 @@
+"""The pooled SQLite engine.
+
+Piccolo's SQLiteEngine opens a connection (and a thread) per query; this one
+keeps a few connections open and configures each one (WAL, busy timeout,
+foreign keys, secure delete) once.
+
+Every aiosqlite connection owns a thread that only its `close()` stops: a
+connection dropped unclosed keeps the process from exiting. So each one is
+closed whatever happens to whoever opened or borrowed it, cancellation
+included, and `close_connection_pool` returns only once every close and
+every cancelled open has finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+from piccolo.engine.sqlite import SQLiteEngine, TransactionType, dict_factory
+from piccolo.querystring import QueryString
+
+from server.storage.pooled_transactions import PooledSQLiteTransaction
+
+# A refresh holds SQLite's write lock while it waits for GitHub (at most the
+# GitHub timeout, 10 s by default); writers queued behind it must outwait that.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_POOL_SIZE = 4
+CHECKPOINT_BUSY_TIMEOUT_MS = 200
+CHECKPOINT_ATTEMPTS = 10
+
+# Per-connection settings; journal_mode=WAL is persistent but cheap to re-assert.
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA secure_delete = ON",
+    "PRAGMA synchronous = NORMAL",
+)
+
+FileIdentity = tuple[int, int]
+
+
+def _file_identity(path: str) -> FileIdentity | None:
+    """(device, inode) of the file at `path`; None when it cannot be reached."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+class PooledSQLiteEngine(SQLiteEngine):
+    """SQLiteEngine with kept connections once `start_connection_pool` ran.
+
+    Without a started pool (the piccolo CLI, one-off scripts) it opens a
+    configured connection per query, and closes it after.
+
+    An open SQLite connection keeps using its file after the file was moved
+    or deleted, so the pool serves only the file at its path: it remembers
+    that file's identity and checks it at every checkout. A missing file
+    fails the checkout; a different file (a restore) retires the pooled
+    connections and fresh ones are opened on it.
+    """
+
+    def __init__(self, path: str, pool_size: int = SQLITE_POOL_SIZE) -> None:
+        super().__init__(path=path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        self.pool_size = pool_size
+        self.writer = asyncio.Lock()
+        self._slots: asyncio.BoundedSemaphore | None = None  # None: no pool
+        self._idle: list[aiosqlite.Connection] = []
+        # Pooled connections (idle or lent) on the file now at the path.
+        self._current: set[aiosqlite.Connection] = set()
+        self._identity: FileIdentity | None = None
+        self._lent = 0
+        # Opens and closes that outlive a cancelled caller, until they finish.
+        self._unfinished: set[asyncio.Future[Any]] = set()
+
+    async def start_connection_pool(self) -> None:
+        if self._slots is not None:
+            return
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            for _ in range(self.pool_size):
+                connection = await self._open()
+                self._current.add(connection)
+                self._idle.append(connection)
+        except BaseException:
+            await self.close_connection_pool()
+            raise
+        self._identity = _file_identity(self.path)
+        self._slots = asyncio.BoundedSemaphore(self.pool_size)
+
+    async def close_connection_pool(self) -> None:
+        """Close the pool's connections; lent ones are closed when they come back."""
+        connections, self._current, self._idle = self._current, set(), []
+        self._slots = self._identity = None
+        for connection in connections:
+            await self._close(connection)
+        while self._unfinished:
+            await asyncio.wait(set(self._unfinished))
+
+    def _finish_anyway(self, work: Awaitable[Any]) -> asyncio.Future[Any]:
+        """Run `work` as its own task, so that cancelling whoever awaits it does not stop it."""
+        task = asyncio.ensure_future(work)
+        self._unfinished.add(task)
+        task.add_done_callback(self._unfinished.discard)
+        return task
+
+    async def _open(self) -> aiosqlite.Connection:
+        opening = self._finish_anyway(self._connect())
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # Cancelled callers never see the connection: close it once it is open.
+            opening.add_done_callback(self._close_opened)
+            raise
+
+    def _close_opened(self, opening: asyncio.Future[aiosqlite.Connection]) -> None:
+        if not opening.cancelled() and opening.exception() is None:
+            self._finish_anyway(opening.result().close())
+
+    async def _connect(self) -> aiosqlite.Connection:
+        """A new connection with the pool's settings; closed again when they fail."""
+        connection = await aiosqlite.connect(**self.connection_kwargs)
+        try:
+            connection.row_factory = dict_factory  # type: ignore[assignment]
+            for pragma in SQLITE_PRAGMAS:
+                await connection.execute(pragma)
+        except BaseException:
+            await connection.close()
+            raise
+        return connection
+
+    async def _close(self, connection: aiosqlite.Connection) -> None:
+        await asyncio.shield(self._finish_anyway(connection.close()))
+
+    async def _follow_file(self) -> None:
+        """Fail when the file is gone; retire the idle connections when it was replaced."""
+        identity = _file_identity(self.path)
+        if identity is None:
+            raise sqlite3.OperationalError("database file is unavailable")
+        if identity == self._identity:
+            return
+        # Swapped before the first await, so no other checkout can see a
+        # retired connection as current.
+        retired, self._idle, self._current = self._idle, [], set()
+        self._identity = identity
+        for connection in retired:
+            await self._close(connection)
+
+    @property
+    def lent(self) -> int:
+        """Connections acquired and not yet released."""
+        return self._lent
+
+    async def acquire(self) -> aiosqlite.Connection:
+        if self._slots is None:
+            connection = await self._open()
+        else:
+            connection = await self._checkout(self._slots)
+        self._lent += 1
+        return connection
+
+    async def _checkout(self, slots: asyncio.BoundedSemaphore) -> aiosqlite.Connection:
+        await slots.acquire()
+        try:
+            await self._follow_file()
+            if self._idle:
+                return self._idle.pop()
+            connection = await self._open()
+            self._current.add(connection)
+            return connection
+        except BaseException:
+            slots.release()
+            raise
+
+    async def release(self, connection: aiosqlite.Connection, *, reusable: bool = True) -> None:
+        """Hand a connection back; `reusable=False` closes it instead.
+
+        A query cancelled while aiosqlite's thread runs it leaves a cursor
+        nobody closes, holding a read snapshot (which blocks the WAL
+        checkpoints purges need): such a connection is not reused.
+        """
+        # Kept only when it is on the current file and no transaction was left
+        # open (a failed COMMIT): the next user would inherit that transaction.
+        self._lent -= 1
+        keep = reusable and connection in self._current and not connection.in_transaction
+        if keep:
+            self._idle.append(connection)
+        else:
+            self._current.discard(connection)
+        if self._slots is not None:
+            self._slots.release()
+        if not keep:
+            await self._close(connection)
+
+    async def run_querystring(self, querystring: QueryString, in_pool: bool = False) -> Any:
+        if self.current_transaction.get() is not None:
+            return await super().run_querystring(querystring, in_pool=in_pool)
+        query, args = querystring.compile_string(engine_type=self.engine_type)
+        return await self._run_alone(query, args)
+
+    async def run_ddl(self, ddl: str, in_pool: bool = False) -> Any:
+        if self.current_transaction.get() is not None:
+            return await super().run_ddl(ddl, in_pool=in_pool)
+        return await self._run_alone(ddl, [])
+
+    async def _run_alone(self, query: str, args: list[Any]) -> list[dict[str, Any]]:
+        """One statement outside any transaction, on a borrowed connection."""
+        connection = await self.acquire()
+        reusable = True
+        try:
+            async with connection.execute(query, args) as cursor:
+                return await cursor.fetchall()  # type: ignore[return-value]
+        except asyncio.CancelledError:
+            reusable = False
+            raise
+        finally:
+            await self.release(connection, reusable=reusable)
+
+    async def truncate_wal(self) -> bool:
+        """Checkpoint and empty the write-ahead log; False when readers kept it busy.
+
+        Bounded: readers in flight make TRUNCATE wait in SQLite's busy
+        handler, so this connection waits briefly per try, and tries a few times.
+        """
+        connection = await self.acquire()
+        restored = False
+        try:
+            await connection.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_TIMEOUT_MS}")
+            truncated = await self._checkpoint(connection)
+            await connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            restored = True
+            return truncated
+        finally:
+            # Reused only with its usual busy timeout back.
+            await self.release(connection, reusable=restored)
+
+    @staticmethod
+    async def _checkpoint(connection: aiosqlite.Connection) -> bool:
+        for _ in range(CHECKPOINT_ATTEMPTS):
+            async with connection.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
+                result = await cursor.fetchone()
+            if not result["busy"]:
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    def transaction(
+        self,
+        transaction_type: TransactionType = TransactionType.deferred,
+        allow_nested: bool = True,
+    ) -> PooledSQLiteTransaction:
+        return PooledSQLiteTransaction(
+            engine=self, transaction_type=transaction_type, allow_nested=allow_nested
+        )

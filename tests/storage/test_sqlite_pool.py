@@ -1,0 +1,137 @@
+"""The pooled SQLite engine: connection settings, write locking, closing every connection."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import threading
+from collections import Counter
+from typing import Any
+
+import aiosqlite
+import pytest
+from piccolo.engine.sqlite import TransactionType
+
+from server.domain.enums import Role
+from server.storage import transactions
+from server.storage.sqlite_pool import SQLITE_BUSY_TIMEOUT_MS, PooledSQLiteEngine
+from tests.helpers import SERVICE, STORE, Database, GraphQLClient, bearer, error_codes, store_input
+
+pytestmark = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+
+
+async def test_pooled_sqlite_connections_are_configured(database: Database) -> None:
+    """WAL, a busy timeout, foreign keys and secure delete on every kept connection."""
+    engine = database.engine
+    for _ in range(engine.pool_size):
+        settings = {}
+        for pragma in ("journal_mode", "busy_timeout", "foreign_keys", "secure_delete"):
+            rows = await database.fetch(f"PRAGMA {pragma}")
+            settings[pragma] = next(iter(rows[0].values()))
+        assert settings == {
+            "journal_mode": "wal",
+            "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
+            "foreign_keys": 1,
+            "secure_delete": 1,
+        }
+
+
+async def test_write_transactions_take_the_write_lock_up_front(database: Database) -> None:
+    """BEGIN IMMEDIATE: while one is open, no other connection can start writing."""
+    other = sqlite3.connect(database.sqlite_path, timeout=0, isolation_level=None)
+    try:
+        async with transactions.write_transaction():
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def test_a_cancelled_query_leaves_no_reader_behind(
+    gql: GraphQLClient, clock, database: Database
+) -> None:
+    """A root field cancelled mid-query (its sibling failed) must not keep a read snapshot:
+    it would keep the WAL checkpoint a purge needs from emptying the log."""
+    admin = bearer("root", Role.ADMIN)
+    await gql.data(STORE, store_input("alice", now=clock()), auth=SERVICE)
+    # Whether the cancellation lands mid-query is timing; thirty tries make it all but certain.
+    for _ in range(30):
+        body = await gql.post(
+            '{ user(id: "alice") { id } auditEvents(first: 0) { edges { cursor } } }', auth=admin
+        )
+        assert error_codes(body) == ["INVALID_INPUT"]
+
+    assert await database.engine.truncate_wal()
+
+
+def connection_threads() -> set[threading.Thread]:
+    """Live aiosqlite worker threads: each connection not yet closed has one."""
+    return {
+        thread
+        for thread in threading.enumerate()
+        if thread.name.endswith("(_connection_worker_thread)")
+    }
+
+
+async def test_connections_cancelled_at_any_point_are_all_closed(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Make sure no connection outlives a request cancelled while it opened or used one:
+    an unclosed one keeps its thread, and the process, alive."""
+    already_open = connection_threads()
+    opens = 0
+    connect = aiosqlite.connect
+
+    def counting_connect(*args: Any, **kwargs: Any) -> aiosqlite.Connection:
+        nonlocal opens
+        opens += 1
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite, "connect", counting_connect)
+    pooled = PooledSQLiteEngine(path=str(database.sqlite_path), pool_size=2)
+    unpooled = PooledSQLiteEngine(path=str(database.sqlite_path))  # opens one per query
+    await pooled.start_connection_pool()
+
+    async def in_transaction() -> None:
+        async with pooled.transaction(transaction_type=TransactionType.immediate):
+            await pooled.run_ddl("SELECT count(*) FROM users")
+
+    work = (
+        lambda: pooled.run_ddl("SELECT count(*) FROM users"),
+        in_transaction,
+        pooled.truncate_wal,
+        lambda: unpooled.run_ddl("SELECT 1"),
+        lambda: unpooled.run_ddl("SELECT count(*) FROM users"),
+    )
+    rng = random.Random(20261130)
+    outcomes: Counter[str] = Counter()
+    try:
+        for _ in range(300):
+            tasks = [asyncio.create_task(rng.choice(work)()) for _ in range(rng.randint(1, 3))]
+            if rng.random() < 0.5:
+                for _ in range(rng.randrange(60)):
+                    await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(rng.random() / 500)
+            for task in tasks:
+                if rng.random() < 0.8:
+                    task.cancel()
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
+                outcomes[type(result).__name__] += 1
+        assert pooled.lent == unpooled.lent == 0
+        assert await pooled.run_ddl("SELECT 1 AS one") == [{"one": 1}]
+    finally:
+        await pooled.close_connection_pool()
+        await unpooled.close_connection_pool()
+
+    # Results: rows (queries), None (the transaction), a bool (truncate_wal).
+    assert set(outcomes) <= {"CancelledError", "list", "NoneType", "bool"}, outcomes
+    assert outcomes["CancelledError"] > 100, outcomes  # the cancellations did land
+    left_open = connection_threads() - already_open
+    for thread in left_open:
+        thread.join(timeout=10)  # closing ends the thread just after `close()` returns
+    assert opens > 300
+    assert [thread for thread in left_open if thread.is_alive()] == []
