@@ -72,7 +72,7 @@ from server.clock import utc_now
 from server.config import Settings
 from server.crypto import Keyring
 from server.domain.enums import AppType, Role
-from server.domain.errors import OperationError
+from server.domain.errors import Refusal
 from server.domain.tokens import StoreTokenInput, store_token
 from server.storage import engines
 from server.storage.sqlite_pool import PooledSQLiteEngine
@@ -459,7 +459,7 @@ async def seed(engine: Engine, keyring: Keyring, tokens: Sequence[StoreTokenInpu
         async def store(data: StoreTokenInput) -> None:
             async with semaphore:
                 result = await store_token(SEED_ACTOR, data, keyring=keyring, now=utc_now())
-            if isinstance(result, OperationError):
+            if isinstance(result, Refusal):
                 raise RuntimeError(f"seeding {data.user_id} failed: {result.message}")
 
         await asyncio.gather(*(store(data) for data in tokens))

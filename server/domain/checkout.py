@@ -10,9 +10,6 @@ version moved on uses the token the winner stored.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Hashable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,9 +18,11 @@ from server.auth import Principal
 from server.crypto import DecryptionError, Keyring, key_id_of
 from server.domain import audit
 from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReason, TokenKind
-from server.domain.errors import OperationError
+from server.domain.errors import Refusal
+from server.domain.github_access import GitHubAccess, not_configured
+from server.domain.locks import KeyedLocks
 from server.domain.tokens import mark_revoked, slot_of
-from server.github import BadRefreshToken, GitHubApp, GitHubClient, GitHubError, TokenGrant
+from server.github import BadRefreshToken, GitHubError, TokenGrant
 from server.storage.tables import UserGithubAppToken as Token
 from server.storage.transactions import for_update, write_transaction
 
@@ -45,7 +44,7 @@ CHECKOUT_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class CheckoutSuccess:
+class CheckedOutToken:
     access_token: str = field(repr=False)
     access_token_expires_at: datetime | None
     github_user_id: str
@@ -59,51 +58,19 @@ class CheckoutSuccess:
         return f"{login} <{self.github_user_id}+{login}@users.noreply.github.com>"
 
 
-class KeyedLocks:
-    """One asyncio lock per key, forgotten once nobody holds or awaits it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: Hashable) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
-
-
-@dataclass(frozen=True)
-class GitHubAccess:
-    """What a refresh needs from GitHub; `app` is None when that app is not configured."""
-
-    client: GitHubClient | None
-    app: GitHubApp | None
-
-
 def _select(user_id: str, app_type: AppType) -> Any:
     return Token.select(*CHECKOUT_COLUMNS).where(
         (Token.user_id == user_id) & (Token.github_app_type == app_type.value)
     )
 
 
-def _unusable(row: dict[str, Any] | None) -> OperationError | None:
+def _unusable(row: dict[str, Any] | None) -> Refusal | None:
     if row is None:
-        return OperationError(
+        return Refusal(
             ErrorCode.NOT_CONNECTED, "No GitHub token is stored for this user and app type."
         )
     if row["revoked_at"] is not None:
-        return OperationError(
+        return Refusal(
             ErrorCode.TOKEN_REVOKED, "The GitHub token was revoked; the user must connect again."
         )
     return None
@@ -128,7 +95,7 @@ async def checkout_token(
     keyring: Keyring,
     github: GitHubAccess,
     locks: KeyedLocks,
-) -> CheckoutSuccess | OperationError:
+) -> CheckedOutToken | Refusal:
     row = await _select(user_id, app_type).first()
     problem = _unusable(row)
     if problem is not None:
@@ -159,7 +126,7 @@ async def checkout_token(
                     app_type=app_type,
                     detail={"reason": "github_unavailable", "error": type(exc).__name__},
                 )
-            return OperationError(
+            return Refusal(
                 ErrorCode.GITHUB_UNAVAILABLE,
                 "GitHub could not refresh the token right now; try again later.",
             )
@@ -174,7 +141,7 @@ async def _refresh_locked(
     now: datetime,
     keyring: Keyring,
     github: GitHubAccess,
-) -> CheckoutSuccess | OperationError:
+) -> CheckedOutToken | Refusal:
     row = await for_update(_select(user_id, app_type)).first()
     problem = _unusable(row)
     if problem is not None:
@@ -183,16 +150,13 @@ async def _refresh_locked(
         # Another task or process refreshed while this one waited for the lock.
         return await _hand_out(actor, row, now=now, keyring=keyring, refreshed=False)
     if not _refresh_token_usable(row, now):
-        return OperationError(
+        return Refusal(
             ErrorCode.REFRESH_FAILED,
             "The access token expired and there is no usable refresh token; "
             "the user must connect again.",
         )
-    if github.client is None or github.app is None:
-        return OperationError(
-            ErrorCode.GITHUB_UNAVAILABLE,
-            f"The {app_type.name} GitHub App is not configured, so the token cannot be refreshed.",
-        )
+    if not github.configured:
+        return not_configured(app_type)
     try:
         refresh_token = keyring.decrypt(
             row["refresh_token_encrypted"], slot_of(row, TokenKind.REFRESH)
@@ -211,7 +175,7 @@ async def _refresh_locked(
             app_type=app_type,
             detail={"reason": "bad_refresh_token", "credential_version": seen_version + 1},
         )
-        return OperationError(
+        return Refusal(
             ErrorCode.REFRESH_FAILED,
             "GitHub refused the refresh token; the token is revoked and the user must connect "
             "again.",
@@ -274,7 +238,7 @@ async def _hand_out(
     keyring: Keyring,
     refreshed: bool,
     plaintext: str | None = None,
-) -> CheckoutSuccess | OperationError:
+) -> CheckedOutToken | Refusal:
     """Decrypt (unless just refreshed), note the use, audit, return."""
     if plaintext is None:
         try:
@@ -292,7 +256,7 @@ async def _hand_out(
         app_type=AppType(row["github_app_type"]),
         detail={"refreshed": refreshed, "credential_version": row["credential_version"]},
     )
-    return CheckoutSuccess(
+    return CheckedOutToken(
         access_token=plaintext,
         access_token_expires_at=row["access_token_expires_at"],
         github_user_id=row["github_user_id"],
@@ -308,7 +272,7 @@ async def _unreadable(
     error: DecryptionError,
     *,
     now: datetime,
-) -> OperationError:
+) -> Refusal:
     """A ciphertext that will not open: say so, audit it, touch nothing else."""
     column = f"{kind.value}_token_encrypted"
     try:
@@ -323,7 +287,7 @@ async def _unreadable(
         app_type=AppType(row["github_app_type"]),
         detail={"column": column, "key_id": key_id, "error": str(error)},
     )
-    return OperationError(
+    return Refusal(
         ErrorCode.TOKEN_UNREADABLE,
         "The stored token cannot be decrypted (a missing key or a damaged value); "
         "an operator has the details in the audit log, and the user can connect again.",

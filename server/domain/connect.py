@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 
 from server.auth import Principal
 from server.crypto import Keyring
-from server.domain.checkout import GitHubAccess
 from server.domain.enums import AppType, ErrorCode
-from server.domain.errors import OperationError
-from server.domain.tokens import StoreTokenInput, StoreTokenSuccess, store_token
+from server.domain.errors import Refusal
+from server.domain.github_access import GitHubAccess, not_configured
+from server.domain.tokens import StoredToken, StoreTokenInput, store_token
 from server.domain.users import ensure_user
 from server.github import BadVerificationCode, GitHubError, pkce_pair
 from server.storage.tables import OAuthState
@@ -35,15 +35,7 @@ def _state_hash(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
 
 
-def _not_configured(app_type: AppType) -> OperationError:
-    return OperationError(
-        ErrorCode.INVALID_INPUT,
-        f"The {app_type.name} GitHub App is not configured on this server.",
-        "appType",
-    )
-
-
-def _redirect_uri_problem(redirect_uri: str | None) -> OperationError | None:
+def _redirect_uri_problem(redirect_uri: str | None) -> Refusal | None:
     if redirect_uri is None:
         return None
     try:
@@ -58,7 +50,7 @@ def _redirect_uri_problem(redirect_uri: str | None) -> OperationError | None:
         or not parts.netloc
         or parts.fragment
     ):
-        return OperationError(
+        return Refusal(
             ErrorCode.INVALID_INPUT,
             "redirectUri must be an absolute http(s) URL without a fragment.",
             "redirectUri",
@@ -73,9 +65,9 @@ async def start_connect(
     *,
     now: datetime,
     github: GitHubAccess,
-) -> ConnectStart | OperationError:
-    if github.client is None or github.app is None:
-        return _not_configured(app_type)
+) -> ConnectStart | Refusal:
+    if not github.configured:
+        return not_configured(app_type)
     problem = _redirect_uri_problem(redirect_uri)
     if problem is not None:
         return problem
@@ -111,30 +103,26 @@ class _ClaimedState:
     redirect_uri: str | None
 
 
-async def _claim_state(
-    principal: Principal, state: str, now: datetime
-) -> _ClaimedState | OperationError:
+async def _claim_state(principal: Principal, state: str, now: datetime) -> _ClaimedState | Refusal:
     """Use the state up, atomically: of two concurrent completes only one gets it."""
     async with write_transaction():
         row = await for_update(
             OAuthState.select().where(OAuthState.state_hash == _state_hash(state))
         ).first()
         if row is None:
-            return OperationError(
+            return Refusal(
                 ErrorCode.INVALID_STATE, "This state was not issued by this server.", "state"
             )
         if row["user_id"] != principal.id:
-            return OperationError(
+            return Refusal(
                 ErrorCode.ACCOUNT_MISMATCH,
                 "This state was issued to another user; start the connection again.",
                 "state",
             )
         if row["used_at"] is not None:
-            return OperationError(
-                ErrorCode.STATE_ALREADY_USED, "This state was already used.", "state"
-            )
+            return Refusal(ErrorCode.STATE_ALREADY_USED, "This state was already used.", "state")
         if row["expires_at"] <= now:
-            return OperationError(
+            return Refusal(
                 ErrorCode.STATE_EXPIRED,
                 "This state expired; start the connection again.",
                 "state",
@@ -157,14 +145,14 @@ async def complete_connect(
     now: datetime,
     keyring: Keyring,
     github_for: dict[AppType, GitHubAccess],
-) -> StoreTokenSuccess | OperationError:
+) -> StoredToken | Refusal:
     """Check the state, exchange the code (with the PKCE verifier), store the tokens."""
     claimed = await _claim_state(principal, state, now)
-    if isinstance(claimed, OperationError):
+    if isinstance(claimed, Refusal):
         return claimed
     github = github_for[claimed.app_type]
-    if github.client is None or github.app is None:
-        return _not_configured(claimed.app_type)
+    if not github.configured:
+        return not_configured(claimed.app_type)
     try:
         grant = await github.client.exchange_code(
             github.app,
@@ -175,13 +163,13 @@ async def complete_connect(
         )
         user = await github.client.get_user(grant.access_token)
     except BadVerificationCode:
-        return OperationError(
+        return Refusal(
             ErrorCode.INVALID_INPUT,
             "GitHub refused the authorization code (expired, used, or from another request).",
             "code",
         )
     except GitHubError:
-        return OperationError(
+        return Refusal(
             ErrorCode.GITHUB_UNAVAILABLE, "GitHub could not complete the connection right now."
         )
     return await store_token(

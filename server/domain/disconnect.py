@@ -10,9 +10,9 @@ from typing import Any
 from server.auth import Principal
 from server.crypto import DecryptionError, Keyring
 from server.domain import audit
-from server.domain.checkout import GitHubAccess
 from server.domain.enums import AppType, AuditAction, ErrorCode, TokenKind
-from server.domain.errors import OperationError
+from server.domain.errors import Refusal
+from server.domain.github_access import GitHubAccess
 from server.domain.status import TokenStatus, not_connected
 from server.domain.tokens import slot_of
 from server.github import GitHubError
@@ -24,7 +24,7 @@ GITHUB_REVOKE_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
-class DisconnectSuccess:
+class Disconnection:
     revoked_at_github: bool
     token: TokenStatus
 
@@ -33,7 +33,7 @@ async def revoke_grant_at_github(
     row: dict[str, Any], *, keyring: Keyring, github: GitHubAccess
 ) -> str:
     """Best effort, bounded in time; returns what happened, for the audit log."""
-    if github.client is None or github.app is None:
+    if not github.configured:
         return "not_configured"
     if row["access_token_encrypted"] is None:
         return "no_token"
@@ -60,7 +60,7 @@ async def disconnect(
     now: datetime,
     keyring: Keyring,
     github: GitHubAccess,
-) -> DisconnectSuccess | OperationError:
+) -> Disconnection | Refusal:
     row = (
         await Token.select(
             Token.id,
@@ -73,7 +73,7 @@ async def disconnect(
         .first()
     )
     if row is None:
-        return OperationError(
+        return Refusal(
             ErrorCode.NOT_CONNECTED, "No GitHub token is stored for this user and app type."
         )
     outcome = await revoke_grant_at_github(row, keyring=keyring, github=github)
@@ -88,6 +88,6 @@ async def disconnect(
             detail={"github": outcome, "revoked_at_github": outcome == "revoked"},
         )
     await erase_freed_pages()
-    return DisconnectSuccess(
+    return Disconnection(
         revoked_at_github=outcome == "revoked", token=not_connected(principal.id, app_type)
     )

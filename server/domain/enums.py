@@ -51,7 +51,7 @@ class AuditAction(StrEnum):
 
 
 class ErrorCode(StrEnum):
-    """Why an operation did not succeed, returned as data (`OperationError.code`)."""
+    """Why an operation did not succeed, returned as data (`Refusal.code`)."""
 
     NOT_FOUND = "not_found"
     INVALID_INPUT = "invalid_input"

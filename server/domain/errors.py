@@ -1,6 +1,6 @@
 """Outcomes that are not successes.
 
-`OperationError` is an expected outcome returned as data (the API's
+`Refusal` is an expected outcome returned as data (the API's
 `OperationError`). `InvalidInput` is raised: the API turns it into a
 top-level error with code INVALID_INPUT.
 """
@@ -11,7 +11,7 @@ from server.domain.enums import ErrorCode
 
 
 @dataclass(frozen=True)
-class OperationError:
+class Refusal:
     code: ErrorCode
     message: str
     field: str | None = None

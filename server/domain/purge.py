@@ -11,10 +11,10 @@ from typing import Any
 from server.auth import Principal
 from server.crypto import Keyring
 from server.domain import audit
-from server.domain.checkout import GitHubAccess
 from server.domain.disconnect import revoke_grant_at_github
 from server.domain.enums import AppType, AuditAction, ErrorCode
-from server.domain.errors import OperationError
+from server.domain.errors import Refusal
+from server.domain.github_access import GitHubAccess
 from server.storage.tables import OAuthState
 from server.storage.tables import User as UserRow
 from server.storage.tables import UserGithubAppToken as Token
@@ -22,14 +22,14 @@ from server.storage.transactions import erase_freed_pages, for_update, write_tra
 
 
 @dataclass(frozen=True)
-class PurgeUserSuccess:
+class Erasure:
     user_id: str
     deleted_tokens: int
     purged_at: datetime
     already_purged: bool
 
 
-async def revoke_grants_at_github(
+async def _revoke_grants_of_user(
     user_id: str, *, keyring: Keyring, github_for: Mapping[AppType, GitHubAccess]
 ) -> dict[str, str]:
     """Best effort, concurrently and bounded in time: {app type: outcome}."""
@@ -54,7 +54,7 @@ async def purge_user(
     now: datetime,
     keyring: Keyring | None = None,
     github_for: Mapping[AppType, GitHubAccess] | None = None,
-) -> PurgeUserSuccess | OperationError:
+) -> Erasure | Refusal:
     """Erase the user in one transaction; idempotent.
 
     With GitHub access given, the grants are revoked at GitHub first (best
@@ -63,7 +63,7 @@ async def purge_user(
     """
     github_outcome: dict[str, Any] | None = None
     if keyring is not None and github_for is not None:
-        github_outcome = await revoke_grants_at_github(
+        github_outcome = await _revoke_grants_of_user(
             user_id, keyring=keyring, github_for=github_for
         )
     async with write_transaction():
@@ -71,7 +71,7 @@ async def purge_user(
             UserRow.select(UserRow.purged_at).where(UserRow.id == user_id)
         ).first()
         if user is None:
-            return OperationError(ErrorCode.NOT_FOUND, "No user has this id.", "userId")
+            return Refusal(ErrorCode.NOT_FOUND, "No user has this id.", "userId")
         deleted_tokens = await Token.count().where(Token.user_id == user_id)
         await Token.delete().where(Token.user_id == user_id)
         await OAuthState.delete().where(OAuthState.user_id == user_id)
@@ -92,7 +92,7 @@ async def purge_user(
             },
         )
     await erase_freed_pages()
-    return PurgeUserSuccess(
+    return Erasure(
         user_id=user_id,
         deleted_tokens=deleted_tokens,
         purged_at=purged_at,

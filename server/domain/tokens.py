@@ -12,7 +12,7 @@ from server.auth import Principal
 from server.crypto import Keyring, TokenSlot
 from server.domain import audit
 from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReason, TokenKind
-from server.domain.errors import OperationError
+from server.domain.errors import Refusal
 from server.domain.status import TokenStatus, token_status
 from server.domain.users import ensure_user
 from server.storage.tables import User as UserRow
@@ -44,27 +44,27 @@ class StoreTokenInput:
 
 
 @dataclass(frozen=True)
-class StoreTokenSuccess:
+class StoredToken:
     token: TokenStatus
 
 
 @dataclass(frozen=True)
-class RevokeTokenSuccess:
+class Revocation:
     token: TokenStatus
     already_revoked: bool
 
 
-def validate_store_input(data: StoreTokenInput) -> OperationError | None:
+def validate_store_input(data: StoreTokenInput) -> Refusal | None:
     """The first problem with `data`, described without echoing any of it."""
     if not ACCESS_TOKEN.fullmatch(data.access_token):
-        return OperationError(
+        return Refusal(
             ErrorCode.INVALID_TOKEN_FORMAT,
             "accessToken is not a GitHub App user access token "
             "(ghu_ followed by 36 to 255 letters, digits or underscores).",
             "accessToken",
         )
     if data.refresh_token is not None and not REFRESH_TOKEN.fullmatch(data.refresh_token):
-        return OperationError(
+        return Refusal(
             ErrorCode.INVALID_TOKEN_FORMAT,
             "refreshToken is not a GitHub App refresh token "
             "(ghr_ followed by 36 to 255 letters, digits or underscores).",
@@ -94,26 +94,24 @@ def validate_store_input(data: StoreTokenInput) -> OperationError | None:
     )
     for failed, field_name, message in checks:
         if failed:
-            return OperationError(ErrorCode.INVALID_INPUT, message, field_name)
+            return Refusal(ErrorCode.INVALID_INPUT, message, field_name)
     for field_name, value in (
         ("accessTokenExpiresAt", data.access_token_expires_at),
         ("refreshTokenExpiresAt", data.refresh_token_expires_at),
     ):
         if value is not None and value.utcoffset() is None:
-            return OperationError(
+            return Refusal(
                 ErrorCode.INVALID_INPUT, f"{field_name} must include a UTC offset.", field_name
             )
         if value is not None and not _fits_in_utc(value):
-            return OperationError(
-                ErrorCode.INVALID_INPUT, f"{field_name} is out of range.", field_name
-            )
+            return Refusal(ErrorCode.INVALID_INPUT, f"{field_name} is out of range.", field_name)
     for field_name, text in (
         ("email", data.email),
         ("displayName", data.display_name),
         ("githubEmail", data.github_email),
     ):
         if text is not None and len(text) > MAX_PROFILE_LENGTH:
-            return OperationError(
+            return Refusal(
                 ErrorCode.INVALID_INPUT,
                 f"{field_name} must be at most {MAX_PROFILE_LENGTH} characters.",
                 field_name,
@@ -135,8 +133,8 @@ def _fits_in_utc(value: datetime) -> bool:
     return True
 
 
-def _already_connected() -> OperationError:
-    return OperationError(
+def _already_connected() -> Refusal:
+    return Refusal(
         ErrorCode.ALREADY_CONNECTED_TO_ANOTHER_USER,
         "This GitHub account is connected to another user; "
         "that user must disconnect it (or be purged) first.",
@@ -151,7 +149,7 @@ async def store_token(
     keyring: Keyring,
     now: datetime,
     source: str = "api",
-) -> StoreTokenSuccess | OperationError:
+) -> StoredToken | Refusal:
     """Upsert the user and their token row; clears any revocation.
 
     `source` says how the tokens arrived (the API or the connect flow), for the audit log.
@@ -171,14 +169,14 @@ async def store_token(
 
 async def _store_locked(
     actor: Principal, data: StoreTokenInput, *, keyring: Keyring, now: datetime, source: str
-) -> StoreTokenSuccess | OperationError:
+) -> StoredToken | Refusal:
     await ensure_user(data.user_id, now=now)
     # Locking the user serializes every token write of that user (PostgreSQL).
     user = await for_update(
         UserRow.select(UserRow.purged_at).where(UserRow.id == data.user_id)
     ).first()
     if user["purged_at"] is not None:
-        return OperationError(
+        return Refusal(
             ErrorCode.INVALID_INPUT,
             "This user was purged; a purge is not undone by storing new tokens.",
             "userId",
@@ -258,12 +256,12 @@ async def _store_locked(
             "source": source,
         },
     )
-    return StoreTokenSuccess(await token_status(data.user_id, data.app_type, now))
+    return StoredToken(await token_status(data.user_id, data.app_type, now))
 
 
 async def revoke_token(
     actor: Principal, *, user_id: str | None, app_type: AppType, now: datetime
-) -> RevokeTokenSuccess | OperationError:
+) -> Revocation | Refusal:
     """Soft, idempotent revocation: the row stays, its ciphertexts are erased.
 
     Who may revoke whose token is decided at the API edge (IsUserOnSelfOrAdmin);
@@ -283,7 +281,7 @@ async def revoke_token(
             )
         ).first()
         if row is None:
-            return OperationError(
+            return Refusal(
                 ErrorCode.NOT_CONNECTED, "No GitHub token is stored for this user and app type."
             )
         already_revoked = row["revoked_at"] is not None
@@ -298,7 +296,7 @@ async def revoke_token(
             detail={"reason": reason.value, "already_revoked": already_revoked},
         )
         status = await token_status(target, app_type, now)
-    return RevokeTokenSuccess(token=status, already_revoked=already_revoked)
+    return Revocation(token=status, already_revoked=already_revoked)
 
 
 async def mark_revoked(

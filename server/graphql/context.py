@@ -11,8 +11,9 @@ from server.auth import Principal
 from server.clock import Clock
 from server.config import Settings
 from server.domain import users
-from server.domain.checkout import GitHubAccess, KeyedLocks
 from server.domain.enums import AppType
+from server.domain.github_access import GitHubAccess
+from server.domain.locks import KeyedLocks
 from server.github import GitHubClient
 
 # Ids created this process; bounded so a flood of distinct users cannot grow it forever.

@@ -15,7 +15,7 @@ from server.domain.enums import (
     Role,
     TokenState,
 )
-from server.domain.errors import OperationError as DomainOperationError
+from server.domain.errors import Refusal
 from server.domain.pagination import Page
 from server.graphql.context import Context
 
@@ -57,10 +57,10 @@ class OperationError:
 
 
 def to_result(
-    outcome: DomainT | DomainOperationError, success: Callable[[DomainT], SuccessT]
+    outcome: DomainT | Refusal, success: Callable[[DomainT], SuccessT]
 ) -> SuccessT | OperationError:
     """A mutation's result union member for what the domain returned."""
-    if isinstance(outcome, DomainOperationError):
+    if isinstance(outcome, Refusal):
         return OperationError(code=outcome.code, message=outcome.message, field=outcome.field)
     return success(outcome)
 

@@ -17,7 +17,7 @@ from strawberry.aiohttp.views import GraphQLView
 from server.auth import AuthenticationError, authenticate, bearer_token
 from server.clock import Clock, utc_now
 from server.config import Settings
-from server.domain.checkout import KeyedLocks
+from server.domain.locks import KeyedLocks
 from server.github import GitHubClient, new_client_session
 from server.graphql.context import Context
 from server.graphql.schema import create_schema

@@ -5,7 +5,7 @@ from piccolo.engine.base import Engine
 
 from server.clock import Clock
 from server.config import Settings
-from server.domain.checkout import KeyedLocks
+from server.domain.locks import KeyedLocks
 from server.github import GitHubClient
 from server.http.metrics import Metrics
 from server.jwks import JwksKeys

@@ -14,8 +14,10 @@ import pytest
 
 from server.auth import Principal
 from server.crypto import Keyring, TokenSlot
-from server.domain.checkout import CheckoutSuccess, GitHubAccess, KeyedLocks, checkout_token
+from server.domain.checkout import CheckedOutToken, checkout_token
 from server.domain.enums import AppType, AuditAction, Role
+from server.domain.github_access import GitHubAccess
+from server.domain.locks import KeyedLocks
 from server.domain.rotation import RewrapReport, key_usage, rewrap
 from server.github import GitHubApp, GitHubClient, new_client_session
 from server.storage.tables import AuditEvent, User, UserGithubAppToken
@@ -114,7 +116,7 @@ async def test_rotation_rewraps_everything_while_checkouts_run(
             rewrap(rotated, now=T0, batch_size=50), checkouts_during_rewrap()
         )
 
-        assert all(isinstance(result, CheckoutSuccess) for result in during), during
+        assert all(isinstance(result, CheckedOutToken) for result in during), during
         for user_id, result in zip(sample, during, strict=True):
             if not result.refreshed and user_id >= f"user{EXPIRING:04}":
                 assert result.access_token == plaintexts[user_id]
@@ -130,7 +132,7 @@ async def test_rotation_rewraps_everything_while_checkouts_run(
         after = await asyncio.gather(
             *(_checkout(only_b, user_id, github, locks) for user_id in sorted(plaintexts))
         )
-    assert all(isinstance(result, CheckoutSuccess) for result in after)
+    assert all(isinstance(result, CheckedOutToken) for result in after)
     refreshed_users = {f"user{i:04}" for i in range(EXPIRING)}
     for user_id, result in zip(sorted(plaintexts), after, strict=True):
         if user_id not in refreshed_users:
