@@ -38,14 +38,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "ACTIVE_KEY_ENV",
+    "ENVELOPE_PREFIX_LENGTH",
     "RETIRED_KEYS_ENV",
     "CryptoError",
     "DecryptionError",
     "KeyConfigError",
     "Keyring",
     "TokenSlot",
+    "envelope_prefix",
     "generate_key",
     "key_id_of",
+    "key_id_of_prefix",
 ]
 
 ACTIVE_KEY_ENV = "USER_GH_APP_TOKEN_ENCRYPTION_KEY"
@@ -61,7 +64,8 @@ _KEY_ID_LABEL = b"ghvault-key-id:"
 _APP_TYPES = frozenset({"standard", "lite"})
 _KINDS = frozenset({"access", "refresh"})
 
-_KEY_ID_RE = re.compile(r"[0-9a-f]{8}")
+_KEY_ID_LENGTH = 8
+_KEY_ID_RE = re.compile(rf"[0-9a-f]{{{_KEY_ID_LENGTH}}}")
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 _MSG_MISMATCH = "token ciphertext does not match its row/column or was tampered with"
@@ -190,6 +194,24 @@ def key_id_of(value: str) -> str:
     return _parse(value).key_id
 
 
+def envelope_prefix(key_id: str) -> str:
+    """How every value sealed under `key_id` begins, for finding such values in the database."""
+    return f"{_FORMAT_VERSION}:{key_id}:"
+
+
+# How many leading characters of a value name its key (see key_id_of_prefix).
+ENVELOPE_PREFIX_LENGTH = len(envelope_prefix("0" * _KEY_ID_LENGTH))
+
+
+def key_id_of_prefix(prefix: str) -> str | None:
+    """The key id that a value's first ENVELOPE_PREFIX_LENGTH characters name, if any."""
+    version, _, rest = prefix.partition(":")
+    key_id, separator, tail = rest.partition(":")
+    if version == _FORMAT_VERSION and separator and not tail and _KEY_ID_RE.fullmatch(key_id):
+        return key_id
+    return None
+
+
 def generate_key() -> str:
     """A new random key in the form USER_GH_APP_TOKEN_ENCRYPTION_KEY expects."""
     return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii")
@@ -299,7 +321,7 @@ class Keyring:
             plaintext.encode("utf-8"),
             slot.aad(),
         )
-        return f"{_FORMAT_VERSION}:{self._active_id}:{_b64url(nonce)}:{_b64url(sealed)}"
+        return f"{envelope_prefix(self._active_id)}{_b64url(nonce)}:{_b64url(sealed)}"
 
     def decrypt(self, value: str, slot: TokenSlot) -> str:
         """Open a stored value; any mismatch or damage raises DecryptionError."""

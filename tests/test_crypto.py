@@ -13,13 +13,16 @@ from hypothesis import strategies as st
 
 from server import crypto
 from server.crypto import (
+    ENVELOPE_PREFIX_LENGTH,
     CryptoError,
     DecryptionError,
     KeyConfigError,
     Keyring,
     TokenSlot,
+    envelope_prefix,
     generate_key,
     key_id_of,
+    key_id_of_prefix,
 )
 
 ACTIVE_ENV = "USER_GH_APP_TOKEN_ENCRYPTION_KEY"
@@ -94,6 +97,21 @@ def test_value_format(keyring: Keyring) -> None:
     assert len(base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))) == 12
     assert "=" not in nonce
     assert "=" not in ciphertext
+
+
+def test_the_prefix_names_the_key_that_sealed_a_value(keyring: Keyring) -> None:
+    """Make sure database queries that match or group by a value's prefix find its key."""
+    value = keyring.encrypt(TOKEN, SLOT)
+    assert value.startswith(envelope_prefix(keyring.active_key_id))
+    assert key_id_of_prefix(value[:ENVELOPE_PREFIX_LENGTH]) == keyring.active_key_id
+
+
+@pytest.mark.parametrize(
+    "prefix", ["", "garbage", "v2:0123abcd:", "v1:0123ABCD:", "v1:0123abc:x", "v1:0123abcd"]
+)
+def test_a_prefix_that_names_no_key_is_none(prefix: str) -> None:
+    """Make sure a damaged value's prefix is not taken for a key id."""
+    assert key_id_of_prefix(prefix) is None
 
 
 def test_key_id_is_derived_from_the_key() -> None:

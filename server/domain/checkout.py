@@ -59,9 +59,7 @@ class CheckedOutToken:
 
 
 def _select(user_id: str, app_type: AppType) -> Any:
-    return Token.select(*CHECKOUT_COLUMNS).where(
-        (Token.user_id == user_id) & (Token.github_app_type == app_type.value)
-    )
+    return Token.select(*CHECKOUT_COLUMNS).where(Token.of(user_id, app_type))
 
 
 def _unusable(row: dict[str, Any] | None) -> Refusal | None:
@@ -274,7 +272,7 @@ async def _unreadable(
     now: datetime,
 ) -> Refusal:
     """A ciphertext that will not open: say so, audit it, touch nothing else."""
-    column = f"{kind.value}_token_encrypted"
+    column = Token.ciphertext_column(kind)._meta.name
     try:
         key_id: str | None = key_id_of(row[column])
     except DecryptionError:

@@ -69,7 +69,7 @@ async def disconnect(
             Token.github_user_id,
             Token.access_token_encrypted,
         )
-        .where((Token.user_id == principal.id) & (Token.github_app_type == app_type.value))
+        .where(Token.of(principal.id, app_type))
         .first()
     )
     if row is None:

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from server.crypto import DecryptionError, Keyring
+from server.crypto import (
+    ENVELOPE_PREFIX_LENGTH,
+    DecryptionError,
+    Keyring,
+    envelope_prefix,
+    key_id_of_prefix,
+)
 from server.domain import audit
 from server.domain.enums import AuditAction, TokenKind
 from server.domain.tokens import slot_of
@@ -20,23 +26,21 @@ from server.storage.tables import UserGithubAppToken as Token
 from server.storage.transactions import write_transaction
 
 DEFAULT_BATCH_SIZE = 200
-CIPHERTEXT_COLUMNS = {
-    TokenKind.ACCESS: Token.access_token_encrypted,
-    TokenKind.REFRESH: Token.refresh_token_encrypted,
-}
 
 
 async def key_usage() -> dict[str, Counter[str]]:
-    """{column kind: {key id: rows}}; "malformed" for values without a key id."""
-    usage: dict[str, Counter[str]] = {kind.value: Counter() for kind in CIPHERTEXT_COLUMNS}
-    for kind, column in CIPHERTEXT_COLUMNS.items():
-        name = column._meta.db_column_name
+    """{column kind: {key id: rows}}; "malformed" for values that name no key."""
+    usage: dict[str, Counter[str]] = {kind.value: Counter() for kind in TokenKind}
+    for kind in TokenKind:
+        name = Token.ciphertext_column(kind)._meta.db_column_name
+        # Counted in the database: only the few distinct prefixes come back.
+        prefix = f"substr({name}, 1, {ENVELOPE_PREFIX_LENGTH})"
         rows = await Token.raw(
-            f"SELECT substr({name}, 4, 8) AS key_id, count(*) AS n "  # noqa: S608 -- fixed names
-            f"FROM user_github_app_tokens WHERE {name} IS NOT NULL GROUP BY substr({name}, 4, 8)"
+            f"SELECT {prefix} AS prefix, count(*) AS n FROM {Token._meta.tablename} "  # noqa: S608 -- fixed names
+            f"WHERE {name} IS NOT NULL GROUP BY {prefix}"
         )
         for row in rows:
-            usage[kind.value][row["key_id"]] += row["n"]
+            usage[kind.value][key_id_of_prefix(row["prefix"]) or "malformed"] += row["n"]
     return usage
 
 
@@ -59,16 +63,18 @@ class RewrapReport:
 
 def _stale(keyring: Keyring) -> Any:
     """Rows with a value under any key but the active one."""
-    active = f"v1:{keyring.active_key_id}:%"
-    conditions = [
-        column.is_not_null() & column.not_like(active) for column in CIPHERTEXT_COLUMNS.values()
-    ]
-    return conditions[0] | conditions[1]
+    active = envelope_prefix(keyring.active_key_id) + "%"
+    access, refresh = (
+        column.is_not_null() & column.not_like(active)
+        for column in map(Token.ciphertext_column, TokenKind)
+    )
+    return access | refresh
 
 
 def _rewrapped_values(row: dict[str, Any], keyring: Keyring) -> dict[Any, str]:
     values = {}
-    for kind, column in CIPHERTEXT_COLUMNS.items():
+    for kind in TokenKind:
+        column = Token.ciphertext_column(kind)
         value = row[column._meta.name]
         if value is not None and keyring.needs_rewrap(value):
             values[column] = keyring.rewrap(value, slot_of(row, kind))
@@ -99,7 +105,7 @@ async def rewrap(
                 Token.github_app_type,
                 Token.github_user_id,
                 Token.credential_version,
-                *CIPHERTEXT_COLUMNS.values(),
+                *map(Token.ciphertext_column, TokenKind),
             )
             .where(_stale(keyring))
             .order_by(Token.id)

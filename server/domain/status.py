@@ -112,11 +112,7 @@ def status_from_row(row: dict[str, Any], now: datetime) -> TokenStatus:
 
 
 async def token_status(user_id: str, app_type: AppType, now: datetime) -> TokenStatus:
-    row = (
-        await Token.select(*STATUS_COLUMNS)
-        .where((Token.user_id == user_id) & (Token.github_app_type == app_type.value))
-        .first()
-    )
+    row = await Token.select(*STATUS_COLUMNS).where(Token.of(user_id, app_type)).first()
     return status_from_row(row, now) if row else not_connected(user_id, app_type)
 
 

@@ -195,8 +195,7 @@ async def _store_locked(
     owner = (
         await Token.select(Token.user_id)
         .where(
-            (Token.github_user_id == data.github_user_id)
-            & (Token.github_app_type == data.app_type.value)
+            Token.of_github_account(data.github_user_id, data.app_type)
             & (Token.user_id != data.user_id)
         )
         .first()
@@ -224,7 +223,7 @@ async def _store_locked(
     }
     existing = await for_update(
         Token.select(Token.id, Token.credential_version).where(
-            (Token.user_id == data.user_id) & (Token.github_app_type == data.app_type.value)
+            Token.of(data.user_id, data.app_type)
         )
     ).first()
     if existing is None:
@@ -277,7 +276,7 @@ async def revoke_token(
     async with write_transaction():
         row = await for_update(
             Token.select(Token.id, Token.revoked_at, Token.credential_version).where(
-                (Token.user_id == target) & (Token.github_app_type == app_type.value)
+                Token.of(target, app_type)
             )
         ).first()
         if row is None:

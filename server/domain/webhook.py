@@ -87,9 +87,7 @@ async def handle_delivery(
             return WebhookOutcome(handled=True, duplicate=True)
         rows = await for_update(
             Token.select(Token.id, Token.user_id, Token.credential_version).where(
-                (Token.github_user_id == github_user_id)
-                & (Token.github_app_type == app_type.value)
-                & Token.revoked_at.is_null()
+                Token.of_github_account(github_user_id, app_type) & Token.revoked_at.is_null()
             )
         )
         for row in rows:

@@ -16,9 +16,10 @@ from piccolo.columns import (
     Timestamptz,
 )
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.custom_types import Combinable
 from piccolo.table import Table
 
-from server.domain.enums import AppType, RevocationReason
+from server.domain.enums import AppType, RevocationReason, TokenKind
 
 
 class User(Table, tablename="users"):
@@ -55,6 +56,23 @@ class UserGithubAppToken(Table, tablename="user_github_app_tokens"):
     last_refreshed_at = Timestamptz(null=True, default=None)
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())
+
+    @classmethod
+    def of(cls, user_id: str, app_type: AppType) -> Combinable:
+        """Where-condition for this user's token of this app type (at most one row)."""
+        return (cls.user_id == user_id) & (cls.github_app_type == app_type.value)
+
+    @classmethod
+    def of_github_account(cls, github_user_id: str, app_type: AppType) -> Combinable:
+        """Where-condition for the tokens of this GitHub account through this app type."""
+        return (cls.github_user_id == github_user_id) & (cls.github_app_type == app_type.value)
+
+    @classmethod
+    def ciphertext_column(cls, kind: TokenKind) -> Text:
+        """The column holding the encrypted token of `kind`."""
+        if kind is TokenKind.ACCESS:
+            return cls.access_token_encrypted
+        return cls.refresh_token_encrypted
 
 
 class AuditEvent(Table, tablename="audit_events"):

@@ -165,6 +165,21 @@ async def test_an_interrupted_rewrap_finishes_when_run_again(database: Database)
     assert (await key_usage())["access"] == {rotated.active_key_id: 300}
 
 
+async def test_key_usage_counts_values_that_name_no_key_as_malformed(database: Database) -> None:
+    """Make sure `keys status` shows damaged values instead of inventing key ids for them."""
+    await _store_under(Keyring.from_env_values(KEY_A), rows=3)
+    await database.engine.run_ddl(
+        "UPDATE user_github_app_tokens SET refresh_token_encrypted = 'v1:damaged' "
+        "WHERE user_id = 'user0001'"
+    )
+
+    usage = await key_usage()
+
+    key_a = Keyring.from_env_values(KEY_A).active_key_id
+    assert usage["access"] == {key_a: 3}
+    assert usage["refresh"] == {key_a: 2, "malformed": 1}
+
+
 async def test_a_value_without_its_key_is_counted_not_fatal(database: Database) -> None:
     """Rewrap without the old key reports the rows it could not open and keeps them."""
     await _store_under(Keyring.from_env_values(KEY_A), rows=5)
