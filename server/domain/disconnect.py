@@ -10,8 +10,8 @@ from typing import Any
 from server.auth import Principal
 from server.crypto import DecryptionError, Keyring
 from server.domain import audit
-from server.domain.enums import AppType, AuditAction, ErrorCode, TokenKind
-from server.domain.errors import Refusal
+from server.domain.enums import AppType, AuditAction, TokenKind
+from server.domain.errors import NO_TOKEN_STORED, Refusal
 from server.domain.github_access import GitHubAccess
 from server.domain.status import TokenStatus, not_connected
 from server.domain.tokens import slot_of
@@ -73,9 +73,7 @@ async def disconnect(
         .first()
     )
     if row is None:
-        return Refusal(
-            ErrorCode.NOT_CONNECTED, "No GitHub token is stored for this user and app type."
-        )
+        return NO_TOKEN_STORED
     outcome = await revoke_grant_at_github(row, keyring=keyring, github=github)
     async with write_transaction():
         await Token.delete().where(Token.id == row["id"])

@@ -23,3 +23,8 @@ class InvalidInput(Exception):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+NO_TOKEN_STORED = Refusal(
+    ErrorCode.NOT_CONNECTED, "No GitHub token is stored for this user and app type."
+)

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from piccolo.columns import Column
+
 from server.auth import Principal
 from server.crypto import Keyring, TokenSlot
 from server.domain import audit
 from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReason, TokenKind
-from server.domain.errors import Refusal
+from server.domain.errors import NO_TOKEN_STORED, Refusal
 from server.domain.status import TokenStatus, token_status
 from server.domain.users import ensure_user
 from server.storage.tables import User as UserRow
@@ -133,13 +135,17 @@ def _fits_in_utc(value: datetime) -> bool:
     return True
 
 
-def _already_connected() -> Refusal:
-    return Refusal(
-        ErrorCode.ALREADY_CONNECTED_TO_ANOTHER_USER,
-        "This GitHub account is connected to another user; "
-        "that user must disconnect it (or be purged) first.",
-        "githubUserId",
-    )
+ALREADY_CONNECTED = Refusal(
+    ErrorCode.ALREADY_CONNECTED_TO_ANOTHER_USER,
+    "This GitHub account is connected to another user; "
+    "that user must disconnect it (or be purged) first.",
+    "githubUserId",
+)
+PURGED = Refusal(
+    ErrorCode.INVALID_INPUT,
+    "This user was purged; a purge is not undone by storing new tokens.",
+    "userId",
+)
 
 
 async def store_token(
@@ -163,85 +169,21 @@ async def store_token(
     except Exception as exc:
         # Two users racing to attach one GitHub identity: the unique index decides.
         if is_unique_violation(exc):
-            return _already_connected()
+            return ALREADY_CONNECTED
         raise
 
 
 async def _store_locked(
     actor: Principal, data: StoreTokenInput, *, keyring: Keyring, now: datetime, source: str
 ) -> StoredToken | Refusal:
+    """The steps of a store, inside the transaction `store_token` opened."""
     await ensure_user(data.user_id, now=now)
-    # Locking the user serializes every token write of that user (PostgreSQL).
-    user = await for_update(
-        UserRow.select(UserRow.purged_at).where(UserRow.id == data.user_id)
-    ).first()
-    if user["purged_at"] is not None:
-        return Refusal(
-            ErrorCode.INVALID_INPUT,
-            "This user was purged; a purge is not undone by storing new tokens.",
-            "userId",
-        )
-    profile = {
-        column: value
-        for column, value in (
-            (UserRow.email, data.email),
-            (UserRow.display_name, data.display_name),
-        )
-        if value is not None
-    }
-    if profile:
-        await UserRow.update(profile).where(UserRow.id == data.user_id)
-
-    owner = (
-        await Token.select(Token.user_id)
-        .where(
-            Token.of_github_account(data.github_user_id, data.app_type)
-            & (Token.user_id != data.user_id)
-        )
-        .first()
-    )
-    if owner is not None:
-        return _already_connected()
-
-    def seal(plaintext: str, kind: TokenKind) -> str:
-        slot = TokenSlot(data.user_id, data.app_type.value, data.github_user_id, kind.value)
-        return keyring.encrypt(plaintext, slot)
-
-    values = {
-        Token.github_user_id: data.github_user_id,
-        Token.github_login: data.github_login,
-        Token.github_email: data.github_email,
-        Token.access_token_encrypted: seal(data.access_token, TokenKind.ACCESS),
-        Token.access_token_expires_at: data.access_token_expires_at,
-        Token.refresh_token_encrypted: (
-            seal(data.refresh_token, TokenKind.REFRESH) if data.refresh_token else None
-        ),
-        Token.refresh_token_expires_at: data.refresh_token_expires_at,
-        Token.revoked_at: None,
-        Token.revocation_reason: None,
-        Token.updated_at: now,
-    }
-    existing = await for_update(
-        Token.select(Token.id, Token.credential_version).where(
-            Token.of(data.user_id, data.app_type)
-        )
-    ).first()
-    if existing is None:
-        version = 1
-        await Token.insert(
-            Token(
-                user_id=data.user_id,
-                github_app_type=data.app_type.value,
-                credential_version=version,
-                created_at=now,
-                **{column._meta.name: value for column, value in values.items()},
-            )
-        )
-    else:
-        version = existing["credential_version"] + 1
-        await Token.update({**values, Token.credential_version: version}).where(
-            Token.id == existing["id"]
-        )
+    if await _lock_user_and_check_purged(data.user_id):
+        return PURGED
+    await _update_profile(data)
+    if await _connected_to_another_user(data):
+        return ALREADY_CONNECTED
+    version = await _upsert_token_row(data, _token_values(data, keyring, now), now)
     await audit.record(
         AuditAction.TOKEN_STORED,
         actor=actor,
@@ -256,6 +198,87 @@ async def _store_locked(
         },
     )
     return StoredToken(await token_status(data.user_id, data.app_type, now))
+
+
+async def _lock_user_and_check_purged(user_id: str) -> bool:
+    """Whether the user was purged; the lock serializes every token write of that user
+    (PostgreSQL)."""
+    user = await for_update(UserRow.select(UserRow.purged_at).where(UserRow.id == user_id)).first()
+    return user["purged_at"] is not None
+
+
+async def _update_profile(data: StoreTokenInput) -> None:
+    """Keep the email and display name given; absent ones leave the stored ones alone."""
+    profile = {
+        column: value
+        for column, value in (
+            (UserRow.email, data.email),
+            (UserRow.display_name, data.display_name),
+        )
+        if value is not None
+    }
+    if profile:
+        await UserRow.update(profile).where(UserRow.id == data.user_id)
+
+
+async def _connected_to_another_user(data: StoreTokenInput) -> bool:
+    owner = (
+        await Token.select(Token.user_id)
+        .where(
+            Token.of_github_account(data.github_user_id, data.app_type)
+            & (Token.user_id != data.user_id)
+        )
+        .first()
+    )
+    return owner is not None
+
+
+def _token_values(data: StoreTokenInput, keyring: Keyring, now: datetime) -> dict[Column, Any]:
+    """What a store writes into the row: the sealed tokens and the account, unrevoked."""
+
+    def seal(plaintext: str, kind: TokenKind) -> str:
+        slot = TokenSlot(data.user_id, data.app_type.value, data.github_user_id, kind.value)
+        return keyring.encrypt(plaintext, slot)
+
+    return {
+        Token.github_user_id: data.github_user_id,
+        Token.github_login: data.github_login,
+        Token.github_email: data.github_email,
+        Token.access_token_encrypted: seal(data.access_token, TokenKind.ACCESS),
+        Token.access_token_expires_at: data.access_token_expires_at,
+        Token.refresh_token_encrypted: (
+            seal(data.refresh_token, TokenKind.REFRESH) if data.refresh_token else None
+        ),
+        Token.refresh_token_expires_at: data.refresh_token_expires_at,
+        Token.revoked_at: None,
+        Token.revocation_reason: None,
+        Token.updated_at: now,
+    }
+
+
+async def _upsert_token_row(data: StoreTokenInput, values: dict[Column, Any], now: datetime) -> int:
+    """Insert the row, or update it with the next credential_version; returns that version."""
+    existing = await for_update(
+        Token.select(Token.id, Token.credential_version).where(
+            Token.of(data.user_id, data.app_type)
+        )
+    ).first()
+    if existing is None:
+        await Token.insert(
+            Token(
+                user_id=data.user_id,
+                github_app_type=data.app_type.value,
+                credential_version=1,
+                created_at=now,
+                **{column._meta.name: value for column, value in values.items()},
+            )
+        )
+        return 1
+    version = existing["credential_version"] + 1
+    await Token.update({**values, Token.credential_version: version}).where(
+        Token.id == existing["id"]
+    )
+    return version
 
 
 async def revoke_token(
@@ -280,9 +303,7 @@ async def revoke_token(
             )
         ).first()
         if row is None:
-            return Refusal(
-                ErrorCode.NOT_CONNECTED, "No GitHub token is stored for this user and app type."
-            )
+            return NO_TOKEN_STORED
         already_revoked = row["revoked_at"] is not None
         if not already_revoked:
             await mark_revoked(row["id"], row["credential_version"], reason, now)
