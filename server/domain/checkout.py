@@ -114,13 +114,8 @@ async def checkout_token(
         except GitHubError as exc:
             # Raised inside the transaction, so the row is exactly as it was.
             async with write_transaction():
-                await audit.record(
-                    AuditAction.TOKEN_REFRESH_FAILED,
-                    actor=actor,
-                    now=now,
-                    subject_user_id=user_id,
-                    app_type=app_type,
-                    detail={"reason": "github_unavailable", "error": type(exc).__name__},
+                await _refresh_failed(
+                    actor, user_id, app_type, now, "github_unavailable", error=type(exc).__name__
                 )
             return Refusal(
                 ErrorCode.GITHUB_UNAVAILABLE,
@@ -163,13 +158,8 @@ async def _refresh_locked(
         grant = await github.client.refresh(github.app, refresh_token=refresh_token, now=now)
     except BadRefreshToken:
         await mark_revoked(row["id"], seen_version, RevocationReason.REFRESH_FAILED, now)
-        await audit.record(
-            AuditAction.TOKEN_REFRESH_FAILED,
-            actor=actor,
-            now=now,
-            subject_user_id=user_id,
-            app_type=app_type,
-            detail={"reason": "bad_refresh_token", "credential_version": seen_version + 1},
+        await _refresh_failed(
+            actor, user_id, app_type, now, "bad_refresh_token", credential_version=seen_version + 1
         )
         return Refusal(
             ErrorCode.REFRESH_FAILED,
@@ -192,6 +182,20 @@ async def _refresh_locked(
     }
     return await _hand_out(
         actor, refreshed, now=now, keyring=keyring, refreshed=True, plaintext=grant.access_token
+    )
+
+
+async def _refresh_failed(
+    actor: Principal, user_id: str, app_type: AppType, now: datetime, reason: str, **detail: Any
+) -> None:
+    """Audit a refresh that did not happen, and why."""
+    await audit.record(
+        AuditAction.TOKEN_REFRESH_FAILED,
+        actor=actor,
+        now=now,
+        subject_user_id=user_id,
+        app_type=app_type,
+        detail={"reason": reason, **detail},
     )
 
 

@@ -8,28 +8,38 @@ from enum import StrEnum
 
 
 class AppType(StrEnum):
+    """Which of the two GitHub Apps a token was granted through."""
+
     STANDARD = "standard"
     LITE = "lite"
 
 
 class Role(StrEnum):
+    """What a principal may do (see graphql/permissions.py)."""
+
     USER = "user"
     ADMIN = "admin"
     SERVICE = "service"
 
 
 class TokenKind(StrEnum):
+    """The two tokens of a grant, each in its own column."""
+
     ACCESS = "access"
     REFRESH = "refresh"
 
 
 class RevocationReason(StrEnum):
+    """Why a token row was revoked."""
+
     USER_REVOKED = "user_revoked"
     REFRESH_FAILED = "refresh_failed"
     ADMIN = "admin"
 
 
 class TokenState(StrEnum):
+    """A token's state at a given time, derived from its row (domain/status.py)."""
+
     NOT_CONNECTED = "not_connected"
     ACTIVE = "active"
     EXPIRED = "expired"
@@ -38,6 +48,8 @@ class TokenState(StrEnum):
 
 
 class AuditAction(StrEnum):
+    """What an audit event records."""
+
     TOKEN_STORED = "token_stored"
     TOKEN_REVOKED = "token_revoked"
     TOKEN_REFRESHED = "token_refreshed"
