@@ -38,6 +38,7 @@ def create_engine(config: DatabaseConfig) -> Engine:
 
 def bind_tables(engine: Engine) -> None:
     """Point every table at `engine` (tests switch engines; the app binds once)."""
+    # `_meta` is Piccolo's documented table metadata (TableMeta), not private state.
     for table in TABLES:
         table._meta.db = engine
 
