@@ -100,7 +100,7 @@ class PooledSQLiteEngine(SQLiteEngine):
         connections, self._current, self._idle = self._current, set(), []
         self._slots = self._identity = None
         for connection in connections:
-            await self._close(connection)
+            self._close_soon(connection)
         while self._unfinished:
             await asyncio.wait(set(self._unfinished))
 
@@ -122,7 +122,7 @@ class PooledSQLiteEngine(SQLiteEngine):
 
     def _close_opened(self, opening: asyncio.Future[aiosqlite.Connection]) -> None:
         if not opening.cancelled() and opening.exception() is None:
-            self._finish_anyway(opening.result().close())
+            self._close_soon(opening.result())
 
     async def _connect(self) -> aiosqlite.Connection:
         """A new connection with the pool's settings; closed again when they fail."""
@@ -136,22 +136,24 @@ class PooledSQLiteEngine(SQLiteEngine):
             raise
         return connection
 
-    async def _close(self, connection: aiosqlite.Connection) -> None:
-        await asyncio.shield(self._finish_anyway(connection.close()))
+    def _close_soon(self, connection: aiosqlite.Connection) -> asyncio.Future[Any]:
+        return self._finish_anyway(connection.close())
 
-    async def _follow_file(self) -> None:
+    async def _close(self, connection: aiosqlite.Connection) -> None:
+        await asyncio.shield(self._close_soon(connection))
+
+    def _follow_file(self) -> None:
         """Fail when the file is gone; retire the idle connections when it was replaced."""
         identity = _file_identity(self.path)
         if identity is None:
             raise sqlite3.OperationalError("database file is unavailable")
         if identity == self._identity:
             return
-        # Swapped before the first await, so no other checkout can see a
-        # retired connection as current.
         retired, self._idle, self._current = self._idle, [], set()
         self._identity = identity
+        # Closed in the background: a cancelled checkout must not leave some open.
         for connection in retired:
-            await self._close(connection)
+            self._close_soon(connection)
 
     @property
     def lent(self) -> int:
@@ -169,7 +171,7 @@ class PooledSQLiteEngine(SQLiteEngine):
     async def _checkout(self, slots: asyncio.BoundedSemaphore) -> aiosqlite.Connection:
         await slots.acquire()
         try:
-            await self._follow_file()
+            self._follow_file()
             if self._idle:
                 return self._idle.pop()
             connection = await self._open()
