@@ -101,6 +101,9 @@ class PooledSQLiteEngine(SQLiteEngine):
         self._slots = self._identity = None
         for connection in connections:
             self._close_soon(connection)
+        await self._wait_for_unfinished()
+
+    async def _wait_for_unfinished(self) -> None:
         while self._unfinished:
             await asyncio.wait(set(self._unfinished))
 
@@ -230,7 +233,10 @@ class PooledSQLiteEngine(SQLiteEngine):
 
         Bounded: readers in flight make TRUNCATE wait in SQLite's busy
         handler, so this connection waits briefly per try, and tries a few times.
+        Connections still closing (those of cancelled queries, which keep their
+        read snapshot until closed) are waited for first.
         """
+        await self._wait_for_unfinished()
         connection = await self.acquire()
         restored = False
         try:
