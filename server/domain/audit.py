@@ -16,7 +16,7 @@ from server.storage.tables import AuditEvent as AuditEventRow
 
 
 @dataclass(frozen=True)
-class AuditEvent:
+class AuditEntry:
     id: int
     occurred_at: datetime
     action: AuditAction
@@ -60,7 +60,7 @@ async def list_events(
     action: AuditAction | None,
     first: int,
     after: str | None,
-) -> Page[AuditEvent]:
+) -> Page[AuditEntry]:
     """Newest first; the id is the order (events are appended)."""
     check_page_size(first)
     query = AuditEventRow.select().order_by(AuditEventRow.id, ascending=False).limit(first + 1)
@@ -74,12 +74,12 @@ async def list_events(
             raise InvalidInput("after is not a cursor from this list", "after")
         query = query.where(AuditEventRow.id < last_id)
     rows = await query
-    return paginate([_event(row) for row in rows], first, lambda event: encode_cursor(event.id))
+    return paginate([_entry(row) for row in rows], first, lambda event: encode_cursor(event.id))
 
 
-def _event(row: dict[str, Any]) -> AuditEvent:
+def _entry(row: dict[str, Any]) -> AuditEntry:
     detail = row["detail"]
-    return AuditEvent(
+    return AuditEntry(
         id=row["id"],
         occurred_at=row["occurred_at"],
         action=AuditAction(row["action"]),

@@ -24,7 +24,7 @@ MAX_REDIRECT_URI_LENGTH = 2048
 
 
 @dataclass(frozen=True)
-class ConnectStart:
+class PendingConnect:
     authorize_url: str
     state: str
     expires_at: datetime
@@ -65,7 +65,7 @@ async def start_connect(
     *,
     now: datetime,
     github: GitHubAccess,
-) -> ConnectStart | Refusal:
+) -> PendingConnect | Refusal:
     if not github.configured:
         return not_configured(app_type)
     problem = _redirect_uri_problem(redirect_uri)
@@ -87,7 +87,7 @@ async def start_connect(
                 expires_at=expires_at,
             )
         )
-    return ConnectStart(
+    return PendingConnect(
         authorize_url=github.client.authorize_url(
             github.app, state=state, code_challenge=challenge, redirect_uri=redirect_uri
         ),

@@ -9,7 +9,7 @@ from server.storage.tables import User as UserRow
 
 
 @dataclass(frozen=True)
-class User:
+class UserProfile:
     id: str
     email: str | None
     display_name: str | None
@@ -26,11 +26,11 @@ async def ensure_user(
     ).on_conflict(action="DO NOTHING")
 
 
-async def get_user(user_id: str) -> User | None:
+async def get_user(user_id: str) -> UserProfile | None:
     row = await UserRow.select().where(UserRow.id == user_id).first()
     if row is None:
         return None
-    return User(
+    return UserProfile(
         id=row["id"],
         email=row["email"],
         display_name=row["display_name"],

@@ -26,7 +26,7 @@ class AuditEvent:
     )
 
     @classmethod
-    def from_domain(cls, event: audit.AuditEvent) -> AuditEvent:
+    def from_domain(cls, event: audit.AuditEntry) -> AuditEvent:
         return cls(
             id=strawberry.ID(str(event.id)),
             occurred_at=event.occurred_at,

@@ -26,7 +26,7 @@ class User:
         return await token_statuses(self.id, info)
 
     @classmethod
-    def from_domain(cls, user: users.User) -> User:
+    def from_domain(cls, user: users.UserProfile) -> User:
         return cls(
             id=strawberry.ID(user.id),
             email=user.email,
