@@ -96,7 +96,7 @@ class PooledSQLiteEngine(SQLiteEngine):
         self._slots = asyncio.BoundedSemaphore(self.pool_size)
 
     async def close_connection_pool(self) -> None:
-        """Close the pool's connections; lent ones are closed when they come back."""
+        """Close every connection of the pool, lent ones too; return once all are closed."""
         connections, self._current, self._idle = self._current, set(), []
         self._slots = self._identity = None
         for connection in connections:
@@ -191,10 +191,16 @@ class PooledSQLiteEngine(SQLiteEngine):
         nobody closes, holding a read snapshot (which blocks the WAL
         checkpoints purges need): such a connection is not reused.
         """
-        # Kept only when it is on the current file and no transaction was left
-        # open (a failed COMMIT): the next user would inherit that transaction.
+        # Kept only by a running pool, when it is on the current file and no
+        # transaction was left open (a failed COMMIT): the next user would
+        # inherit that transaction.
         self._lent -= 1
-        keep = reusable and connection in self._current and not connection.in_transaction
+        keep = (
+            reusable
+            and self._slots is not None
+            and connection in self._current
+            and not connection.in_transaction
+        )
         if keep:
             self._idle.append(connection)
         else:

@@ -142,3 +142,25 @@ async def test_connections_cancelled_at_any_point_are_all_closed(
         thread.join(timeout=10)  # closing ends the thread just after `close()` returns
     assert opens > 300
     assert [thread for thread in left_open if thread.is_alive()] == []
+
+
+async def test_a_connection_opened_while_the_pool_closes_is_closed_when_it_comes_back(
+    database: Database,
+) -> None:
+    """Make sure a checkout that was still opening at shutdown leaves no connection open."""
+    already_open = connection_threads()
+    engine = PooledSQLiteEngine(path=str(database.sqlite_path), pool_size=1)
+    await engine.start_connection_pool()
+    await engine.release(await engine.acquire(), reusable=False)  # the next checkout opens
+    checkout = asyncio.create_task(engine.acquire())
+    await asyncio.sleep(0)  # it is opening now
+    await engine.close_connection_pool()
+    connection = await checkout
+    assert connection_threads() - already_open  # its thread, seen while it is open
+
+    await engine.release(connection)  # nothing closes the pool again after this
+
+    left_open = connection_threads() - already_open
+    for thread in left_open:
+        thread.join(timeout=10)  # the thread ends just after `close()` returns
+    assert [thread for thread in left_open if thread.is_alive()] == []
