@@ -85,3 +85,35 @@ async def test_graphiql_keeps_no_token_in_browser_storage(
     await page.goto(graphiql_url)
     await page.wait_for(f"{HEADERS_EDITOR}.getValue()", "the headers editor")
     assert "<token>" in await page.evaluate(f"{HEADERS_EDITOR}.getValue()")
+
+
+async def test_the_browser_enforces_the_pages_policy(browser: Browser, graphiql_url: str) -> None:
+    """Make sure the CSP is in force in the browser: a script from another host, or an
+    inline one, added to the page is refused, and the refusal is reported."""
+    page = await browser.new_page()
+    await page.goto(graphiql_url)
+
+    outcome = await page.evaluate(
+        """new Promise((resolve) => {
+          const remote = document.createElement("script");
+          remote.src = "https://cdn.example.com/graphiql.min.js";
+          remote.onload = () => resolve("loaded");
+          remote.onerror = () => resolve("refused");
+          document.head.appendChild(remote);
+        })"""
+    )
+    await page.evaluate(
+        """(() => {
+          const inline = document.createElement("script");
+          inline.textContent = "window.__inlineRan = true";
+          document.head.appendChild(inline);
+        })()"""
+    )
+
+    assert outcome == "refused"
+    assert await page.evaluate("window.__inlineRan === true") is False
+    violations = await page.wait_for(
+        "window.__violations.length >= 2 && window.__violations", "both refusals reported"
+    )
+    assert "script-src-elem https://cdn.example.com/graphiql.min.js" in violations
+    assert "script-src-elem inline" in violations
