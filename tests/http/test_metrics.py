@@ -352,4 +352,5 @@ async def test_several_processes_add_up(tmp_path: Path, sqlite_url: str) -> None
         assert metrics.value(count, operation="viewer", outcome="ok") == 5
         assert metrics.value(count, operation="storeGithubToken", outcome="ok") == 1
         assert metrics.value("ghvault_tokens", app_type="standard", state="active") == 1
+        assert metrics.value("ghvault_database_connections_in_use") == 0
     assert {path.name.split("_")[0] for path in shared.iterdir()} >= {"histogram", "counter"}
