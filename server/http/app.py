@@ -36,7 +36,7 @@ from server.http.appkeys import (
 from server.http.cors import cors_middleware
 from server.http.forwarded import client_address
 from server.http.graphiql import add_graphiql_routes
-from server.http.metrics import Metrics, metrics_handler, pool_sampler
+from server.http.metrics import Metrics, metrics_context, metrics_handler
 from server.http.request_context import annotate, request_scope
 from server.http.routes import github_webhook
 from server.jwks import JwksKeys
@@ -217,7 +217,7 @@ def create_app(
     else:
         app[ENGINE] = engine
     app.cleanup_ctx.append(_github_context)
-    app.cleanup_ctx.append(pool_sampler(app[METRICS], app[ENGINE]))
+    app.cleanup_ctx.append(metrics_context(app[METRICS], app[ENGINE]))
 
     view = GhvaultGraphQLView(
         schema=create_schema(

@@ -126,30 +126,49 @@ class Metrics:
 
 
 class TokenCounts(Collector):
-    """`ghvault_tokens{app_type, state}`, read from the database at most every 15 s."""
+    """`ghvault_tokens{app_type, state}`, read from the database off the scrape's path.
+
+    Counting is a scan of the token table (seconds at a million rows on SQLite), so a
+    scrape starts a read when one is due and answers with the last counts; only the very
+    first scrape waits. A read is due 15 s after the last, or ten times as long as that
+    one took, so a large table is not scanned most of the time.
+    """
 
     def __init__(self) -> None:
         self._counts: Mapping[tuple[AppType, TokenState], int] | None = None
-        self._read_at = -TOKEN_COUNTS_TTL_SECONDS
-        self._lock = asyncio.Lock()
+        self._next_read = 0.0
+        self._reading: asyncio.Task[None] | None = None
 
     async def refresh(self, clock: Clock) -> None:
-        async with self._lock:
-            if time.monotonic() - self._read_at < TOKEN_COUNTS_TTL_SECONDS:
-                return
-            try:
-                self._counts = await count_by_state(clock())
-            except Exception as exc:  # noqa: BLE001 -- the other metrics still answer
-                logger.warning("token counts unavailable: %s", type(exc).__name__)
-                return
-            self._read_at = time.monotonic()
+        if self._reading is None and time.monotonic() >= self._next_read:
+            self._reading = asyncio.get_running_loop().create_task(self._read(clock))
+        if self._counts is None and self._reading is not None:
+            # Shielded: a scrape that gives up must not cancel the read for the next one.
+            await asyncio.shield(self._reading)
+
+    async def stop(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reading
+
+    async def _read(self, clock: Clock) -> None:
+        started = time.monotonic()
+        try:
+            self._counts = await count_by_state(clock())
+        except Exception as exc:  # noqa: BLE001 -- the other metrics still answer
+            logger.warning("token counts unavailable: %s", type(exc).__name__)
+        finally:
+            took = time.monotonic() - started
+            self._next_read = time.monotonic() + max(TOKEN_COUNTS_TTL_SECONDS, 10 * took)
+            self._reading = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         if self._counts is None:
             return
         family = GaugeMetricFamily(
             "ghvault_tokens",
-            "Stored tokens by app type and state (read at most every 15 s).",
+            "Stored tokens by app type and state (read in the background, at most every 15 s).",
             labels=["app_type", "state"],
         )
         for (app_type, state), count in sorted(self._counts.items()):
@@ -225,21 +244,23 @@ def _bearer_matches(header: str | None, token: str) -> bool:
     )
 
 
-def pool_sampler(
+def metrics_context(
     metrics: Metrics, engine: Engine
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context sampling the pool each second, so every process's gauge is fresh."""
+    """A cleanup context sampling the pool each second (so every process's gauge is fresh)
+    and ending a token count still running at shutdown."""
 
-    async def sample(app: web.Application) -> AsyncIterator[None]:
-        async def loop() -> None:
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        async def sample() -> None:
             while True:
                 metrics.pool_in_use.set(engines.connections_in_use(engine))
                 await asyncio.sleep(POOL_SAMPLE_SECONDS)
 
-        task = asyncio.get_running_loop().create_task(loop())
+        sampler = asyncio.get_running_loop().create_task(sample())
         yield
-        task.cancel()
+        sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await sampler
+        await metrics.tokens.stop()
 
-    return sample
+    return run
