@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -162,6 +163,15 @@ async def test_the_installed_wheel_migrates_serves_and_answers_a_query(
                 assert time.monotonic() < deadline, "the installed server never became ready"
                 await asyncio.sleep(0.2)
             body = await graphql(http, base, "{ viewer { id role } }", token)
+            async with http.get(f"{base}/graphql") as response:
+                page = await response.text()
+            statuses = {}
+            for asset in re.findall(r'(?:src|href)="(/graphiql/[^"]+)"', page):
+                async with http.get(base + asset) as response:
+                    statuses[asset] = response.status
         finally:
             await stop(process)
     assert body == {"data": {"viewer": {"id": "u1", "role": "USER"}}}
+    # GraphiQL's scripts and styles are package data: the installed server serves them all.
+    assert len(statuses) == 8
+    assert set(statuses.values()) == {200}, statuses
