@@ -235,11 +235,15 @@ async def test_revocation_wins_over_a_refresh_in_flight(
     await _store_live_token(gql, fake_github, clock(), expires_in=timedelta(minutes=1))
     fake_github.hang_seconds = GITHUB_TIMEOUT_SECONDS / 3
 
-    async def revoke_soon() -> dict[str, Any]:
-        await asyncio.sleep(GITHUB_TIMEOUT_SECONDS / 10)
+    async def revoke_once_the_refresh_is_at_github() -> dict[str, Any]:
+        # Waits for the event, not a fixed time: on a busy machine the checkout may take
+        # longer than any fixed delay to reach GitHub.
+        async with asyncio.timeout(GITHUB_TIMEOUT_SECONDS * 20):
+            while fake_github.calls["refresh"] == 0:  # noqa: ASYNC110 -- the fake only counts
+                await asyncio.sleep(0.01)
         return await gql.data(REVOKE, {"input": {}}, auth=ALICE)
 
-    checkout, revoke = await asyncio.gather(_checkout(gql), revoke_soon())
+    checkout, revoke = await asyncio.gather(_checkout(gql), revoke_once_the_refresh_is_at_github())
 
     assert fake_github.calls["refresh"] == 1, "the refresh was in flight when revoke came"
     assert revoke["revokeToken"]["token"]["state"] == "REVOKED"
