@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import secrets
 import sys
@@ -61,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     rewrap.add_argument("--batch", type=_positive, default=200, help="rows per transaction")
     rewrap.set_defaults(run=_keys_rewrap)
+
+    refresh = commands.add_parser(
+        "refresh-due",
+        help="refresh tokens whose refresh token expires soon or whose access token expired",
+    )
+    refresh.add_argument(
+        "--within", type=_positive, default=30, metavar="DAYS", help="window (default 30 days)"
+    )
+    refresh.add_argument("--limit", type=_positive, default=None, help="at most N tokens")
+    refresh.set_defaults(run=_refresh_due)
 
     setup = commands.add_parser(
         "dev-setup", help=f"write development secrets to {DEV_ENV_FILE} unless it exists"
@@ -175,6 +186,56 @@ def _keys_rewrap(args: argparse.Namespace) -> int:
         f"{report.failed} could not be decrypted"
     )
     return 1 if report.failed else 0
+
+
+def _refresh_due(args: argparse.Namespace) -> int:
+    from server.clock import utc_now
+    from server.domain.enums import AppType
+    from server.domain.github_access import GitHubAccess
+    from server.domain.locks import KeyedLocks
+    from server.domain.sweep import SweepReport, sweep
+    from server.github import GitHubClient, new_client_session
+    from server.http.logs import configure_logging
+
+    settings = Settings.from_env(os.environ)
+    configure_logging()
+    on_terminal = sys.stderr.isatty()
+
+    def progress(report: SweepReport) -> None:
+        width = 30
+        filled = width * report.done // report.due if report.due else width
+        bar = "#" * filled + "-" * (width - filled)
+        print(f"\rrefresh [{bar}] {report.done}/{report.due}", end="", file=sys.stderr, flush=True)
+
+    async def run() -> SweepReport:
+        async with (
+            _database(settings),
+            new_client_session(settings.github_timeout_seconds) as session,
+        ):
+            client = GitHubClient(
+                session,
+                oauth_base_url=settings.github_oauth_base_url,
+                api_base_url=settings.github_api_base_url,
+            )
+            return await sweep(
+                now=utc_now(),
+                keyring=settings.keyring,
+                github_for={
+                    app_type: GitHubAccess(client, settings.github_apps.get(app_type))
+                    for app_type in AppType
+                },
+                locks=KeyedLocks(),
+                within=timedelta(days=args.within),
+                limit=args.limit,
+                progress=progress if on_terminal else None,
+            )
+
+    report = asyncio.run(run())
+    if on_terminal:
+        print(file=sys.stderr)
+    logging.getLogger("ghvault.sweep").info(report.summary())
+    # Transient failures are retried by the next run, but a scheduler should notice them.
+    return 1 if report.failed or report.unreadable else 0
 
 
 def _serve(args: argparse.Namespace) -> int:

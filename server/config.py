@@ -22,6 +22,7 @@ from server.github import GitHubApp
 DEFAULT_SQLITE_PATH = Path("data") / "ghvault.sqlite"
 ENVIRONMENTS = ("development", "production")
 JWT_ALGORITHMS_FOR_PUBLIC_KEYS = ("RS256", "ES256")
+MIN_SWEEP_INTERVAL_SECONDS = 1.0
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -84,6 +85,8 @@ class Settings:
     metrics_token: str | None = field(default=None, repr=False)
     metrics_multiprocess_dir: Path | None = None
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # None: no in-process sweeper (run `ghvault refresh-due` from a scheduler instead).
+    refresh_sweep_interval_seconds: float | None = None
 
     @property
     def is_production(self) -> bool:
@@ -122,6 +125,7 @@ class Settings:
             metrics_token=_metrics_token(reader),
             metrics_multiprocess_dir=reader.directory("PROMETHEUS_MULTIPROC_DIR"),
             trusted_proxies=reader.networks("TRUSTED_PROXIES"),
+            refresh_sweep_interval_seconds=_sweep_interval(reader),
         )
 
 
@@ -290,6 +294,17 @@ def _metrics_token(reader: _EnvReader) -> str | None:
     if token is not None and len(token) < 16:
         raise ConfigError("METRICS_TOKEN must be at least 16 characters long")
     return token
+
+
+def _sweep_interval(reader: _EnvReader) -> float | None:
+    """Unset or 0: no in-process sweeper."""
+    interval = reader.number("REFRESH_SWEEP_INTERVAL_SECONDS", 0, low=0)
+    if 0 < interval < MIN_SWEEP_INTERVAL_SECONDS:
+        raise ConfigError(
+            "REFRESH_SWEEP_INTERVAL_SECONDS must be 0 (off) "
+            f"or at least {MIN_SWEEP_INTERVAL_SECONDS:g}"
+        )
+    return interval or None
 
 
 def _keyring(reader: _EnvReader) -> Keyring:

@@ -173,6 +173,12 @@ BAD_CONFIGS = [
         {"GITHUB_TIMEOUT_SECONDS": "nan"}, "GITHUB_TIMEOUT_SECONDS", "nan", id="nan-timeout"
     ),
     pytest.param(
+        {"REFRESH_SWEEP_INTERVAL_SECONDS": "0.01"},
+        "REFRESH_SWEEP_INTERVAL_SECONDS",
+        "0.01",
+        id="sweep-interval-too-short",
+    ),
+    pytest.param(
         {"AUTH_JWT_SECRET": ACTIVE_KEY.rstrip("=")},
         KEY_ENV,
         ACTIVE_KEY.rstrip("="),

@@ -1,11 +1,7 @@
 """Checkout: a usable access token for the commit worker, refreshed when near expiry.
 
-GitHub refresh tokens work once, so exactly one refresh may reach GitHub per
-credential_version. Within a process a per-token asyncio lock lets one task
-refresh while the others wait; across processes the row lock (PostgreSQL
-`FOR UPDATE`, SQLite `BEGIN IMMEDIATE`) is held over the re-read, the call
-to GitHub and the compare-and-swap of credential_version. Whoever finds the
-version moved on uses the token the winner stored.
+The refresh itself (single flight per credential_version, across tasks and
+processes) is `refresh.refresh_single_flight`, shared with the sweep.
 """
 
 from __future__ import annotations
@@ -15,32 +11,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from server.auth import Principal
-from server.crypto import DecryptionError, Keyring, key_id_of
+from server.crypto import DecryptionError, Keyring
 from server.domain import audit
-from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReason, TokenKind
-from server.domain.errors import NO_TOKEN_STORED, Refusal
-from server.domain.github_access import GitHubAccess, not_configured
+from server.domain.enums import AppType, AuditAction, TokenKind
+from server.domain.errors import Refusal
+from server.domain.github_access import GitHubAccess
 from server.domain.locks import KeyedLocks
-from server.domain.tokens import mark_revoked, slot_of
-from server.github import BadRefreshToken, GitHubError, TokenGrant
+from server.domain.refresh import Locked, refresh_single_flight, select_token, unreadable, unusable
+from server.domain.tokens import slot_of
 from server.storage.tables import UserGithubAppToken as Token
-from server.storage.transactions import for_update, write_transaction
+from server.storage.transactions import write_transaction
 
 REFRESH_MARGIN = timedelta(minutes=5)
-
-CHECKOUT_COLUMNS = (
-    Token.id,
-    Token.user_id,
-    Token.github_app_type,
-    Token.github_user_id,
-    Token.github_login,
-    Token.access_token_encrypted,
-    Token.access_token_expires_at,
-    Token.refresh_token_encrypted,
-    Token.refresh_token_expires_at,
-    Token.credential_version,
-    Token.revoked_at,
-)
 
 
 @dataclass(frozen=True)
@@ -58,28 +40,9 @@ class CheckedOutToken:
         return f"{login} <{self.github_user_id}+{login}@users.noreply.github.com>"
 
 
-def _select(user_id: str, app_type: AppType) -> Any:
-    return Token.select(*CHECKOUT_COLUMNS).where(Token.of(user_id, app_type))
-
-
-def _unusable(row: dict[str, Any] | None) -> Refusal | None:
-    if row is None:
-        return NO_TOKEN_STORED
-    if row["revoked_at"] is not None:
-        return Refusal(
-            ErrorCode.TOKEN_REVOKED, "The GitHub token was revoked; the user must connect again."
-        )
-    return None
-
-
 def _needs_refresh(row: dict[str, Any], now: datetime) -> bool:
     expires_at = row["access_token_expires_at"]
     return expires_at is not None and expires_at <= now + REFRESH_MARGIN
-
-
-def _refresh_token_usable(row: dict[str, Any], now: datetime) -> bool:
-    expires_at = row["refresh_token_expires_at"]
-    return row["refresh_token_encrypted"] is not None and (expires_at is None or expires_at > now)
 
 
 async def checkout_token(
@@ -92,142 +55,32 @@ async def checkout_token(
     github: GitHubAccess,
     locks: KeyedLocks,
 ) -> CheckedOutToken | Refusal:
-    row = await _select(user_id, app_type).first()
-    problem = _unusable(row)
+    row = await select_token(user_id, app_type).first()
+    problem = unusable(row)
     if problem is not None:
         return problem
     if not _needs_refresh(row, now):
         async with write_transaction():
-            return await _hand_out(actor, row, now=now, keyring=keyring, refreshed=False)
-    async with locks.hold((user_id, app_type)):
-        try:
-            async with write_transaction():
-                return await _refresh_locked(
-                    actor,
-                    user_id,
-                    app_type,
-                    seen_version=row["credential_version"],
-                    now=now,
-                    keyring=keyring,
-                    github=github,
-                )
-        except GitHubError as exc:
-            # Raised inside the transaction, so the row is exactly as it was.
-            async with write_transaction():
-                await _refresh_failed(
-                    actor, user_id, app_type, now, "github_unavailable", error=type(exc).__name__
-                )
-            return Refusal(
-                ErrorCode.GITHUB_UNAVAILABLE,
-                "GitHub could not refresh the token right now; try again later.",
-            )
+            return await _hand_out(actor, row, now=now, keyring=keyring)
 
+    async def hand_out(locked: Locked) -> CheckedOutToken | Refusal:
+        return await _hand_out(
+            actor, locked.row, now=now, keyring=keyring, plaintext=locked.access_token
+        )
 
-async def _refresh_locked(
-    actor: Principal,
-    user_id: str,
-    app_type: AppType,
-    *,
-    seen_version: int,
-    now: datetime,
-    keyring: Keyring,
-    github: GitHubAccess,
-) -> CheckedOutToken | Refusal:
-    row = await for_update(_select(user_id, app_type)).first()
-    problem = _unusable(row)
-    if problem is not None:
-        return problem
-    if row["credential_version"] != seen_version or not _needs_refresh(row, now):
-        # Another task or process refreshed while this one waited for the lock.
-        return await _hand_out(actor, row, now=now, keyring=keyring, refreshed=False)
-    if not _refresh_token_usable(row, now):
-        return Refusal(
-            ErrorCode.REFRESH_FAILED,
-            "The access token expired and there is no usable refresh token; "
-            "the user must connect again.",
-        )
-    if not github.configured:
-        return not_configured(app_type)
-    try:
-        refresh_token = keyring.decrypt(
-            row["refresh_token_encrypted"], slot_of(row, TokenKind.REFRESH)
-        )
-    except DecryptionError as exc:
-        return await _unreadable(actor, row, TokenKind.REFRESH, exc, now=now)
-    try:
-        grant = await github.client.refresh(github.app, refresh_token=refresh_token, now=now)
-    except BadRefreshToken:
-        await mark_revoked(row["id"], seen_version, RevocationReason.REFRESH_FAILED, now)
-        await _refresh_failed(
-            actor, user_id, app_type, now, "bad_refresh_token", credential_version=seen_version + 1
-        )
-        return Refusal(
-            ErrorCode.REFRESH_FAILED,
-            "GitHub refused the refresh token; the token is revoked and the user must connect "
-            "again.",
-        )
-    await _store_grant(row, grant, seen_version=seen_version, now=now, keyring=keyring)
-    await audit.record(
-        AuditAction.TOKEN_REFRESHED,
-        actor=actor,
+    return await refresh_single_flight(
+        actor,
+        user_id,
+        app_type,
+        seen_version=row["credential_version"],
+        due=lambda locked_row: _needs_refresh(locked_row, now),
+        then=hand_out,
+        trigger="checkout",
         now=now,
-        subject_user_id=user_id,
-        app_type=app_type,
-        detail={"credential_version": seen_version + 1, "key_id": keyring.active_key_id},
+        keyring=keyring,
+        github=github,
+        locks=locks,
     )
-    refreshed = {
-        **row,
-        "access_token_expires_at": grant.access_token_expires_at,
-        "credential_version": seen_version + 1,
-    }
-    return await _hand_out(
-        actor, refreshed, now=now, keyring=keyring, refreshed=True, plaintext=grant.access_token
-    )
-
-
-async def _refresh_failed(
-    actor: Principal, user_id: str, app_type: AppType, now: datetime, reason: str, **detail: Any
-) -> None:
-    """Audit a refresh that did not happen, and why."""
-    await audit.record(
-        AuditAction.TOKEN_REFRESH_FAILED,
-        actor=actor,
-        now=now,
-        subject_user_id=user_id,
-        app_type=app_type,
-        detail={"reason": reason, **detail},
-    )
-
-
-async def _store_grant(
-    row: dict[str, Any], grant: TokenGrant, *, seen_version: int, now: datetime, keyring: Keyring
-) -> None:
-    """Compare-and-swap the new pair in; the version must be the one refreshed from."""
-    refresh_ciphertext = (
-        keyring.encrypt(grant.refresh_token, slot_of(row, TokenKind.REFRESH))
-        if grant.refresh_token
-        else None
-    )
-    swapped = (
-        await Token.update(
-            {
-                Token.access_token_encrypted: keyring.encrypt(
-                    grant.access_token, slot_of(row, TokenKind.ACCESS)
-                ),
-                Token.access_token_expires_at: grant.access_token_expires_at,
-                Token.refresh_token_encrypted: refresh_ciphertext,
-                Token.refresh_token_expires_at: grant.refresh_token_expires_at,
-                Token.credential_version: seen_version + 1,
-                Token.last_refreshed_at: now,
-                Token.updated_at: now,
-            }
-        )
-        .where((Token.id == row["id"]) & (Token.credential_version == seen_version))
-        .returning(Token.id)
-    )
-    if not swapped:
-        # The row lock makes this unreachable; if it ever happens, keep the stored row.
-        raise RuntimeError("credential_version moved while the row was locked")
 
 
 async def _hand_out(
@@ -236,17 +89,17 @@ async def _hand_out(
     *,
     now: datetime,
     keyring: Keyring,
-    refreshed: bool,
     plaintext: str | None = None,
 ) -> CheckedOutToken | Refusal:
     """Decrypt (unless just refreshed), note the use, audit, return."""
+    refreshed = plaintext is not None
     if plaintext is None:
         try:
             plaintext = keyring.decrypt(
                 row["access_token_encrypted"], slot_of(row, TokenKind.ACCESS)
             )
         except DecryptionError as exc:
-            return await _unreadable(actor, row, TokenKind.ACCESS, exc, now=now)
+            return await unreadable(actor, row, TokenKind.ACCESS, exc, now=now)
     await Token.update({Token.last_used_at: now}).where(Token.id == row["id"])
     await audit.record(
         AuditAction.TOKEN_CHECKED_OUT,
@@ -262,33 +115,4 @@ async def _hand_out(
         github_user_id=row["github_user_id"],
         github_login=row["github_login"],
         refreshed=refreshed,
-    )
-
-
-async def _unreadable(
-    actor: Principal,
-    row: dict[str, Any],
-    kind: TokenKind,
-    error: DecryptionError,
-    *,
-    now: datetime,
-) -> Refusal:
-    """A ciphertext that will not open: say so, audit it, touch nothing else."""
-    column = Token.ciphertext_column(kind)._meta.name
-    try:
-        key_id: str | None = key_id_of(row[column])
-    except DecryptionError:
-        key_id = None
-    await audit.record(
-        AuditAction.TOKEN_DECRYPTION_FAILED,
-        actor=actor,
-        now=now,
-        subject_user_id=row["user_id"],
-        app_type=AppType(row["github_app_type"]),
-        detail={"column": column, "key_id": key_id, "error": str(error)},
-    )
-    return Refusal(
-        ErrorCode.TOKEN_UNREADABLE,
-        "The stored token cannot be decrypted (a missing key or a damaged value); "
-        "an operator has the details in the audit log, and the user can connect again.",
     )

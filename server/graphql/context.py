@@ -11,6 +11,7 @@ from server.auth import Principal
 from server.clock import Clock
 from server.config import Settings
 from server.domain import users
+from server.domain.changes import TokenChanges
 from server.domain.enums import AppType
 from server.domain.github_access import GitHubAccess
 from server.domain.locks import KeyedLocks
@@ -31,6 +32,9 @@ class Context:
     github: GitHubClient | None = None
     known_users: set[str] = field(default_factory=set)
     refresh_locks: KeyedLocks = field(default_factory=KeyedLocks)
+    token_changes: TokenChanges = field(default_factory=TokenChanges)
+    # A websocket's connection_init payload (Strawberry sets it); None over HTTP.
+    connection_params: dict[str, object] | None = None
 
     def now(self) -> datetime:
         return self.clock()

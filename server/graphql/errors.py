@@ -97,12 +97,19 @@ class RedactErrors(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         yield
-        result = self.execution_context.result
+        self._rewrite(self.execution_context.result)
+
+    def on_stream_result(self, result: object) -> Iterator[None]:
+        # A subscription's results go out one by one, before the operation ends.
+        self._rewrite(result)
+        yield
+
+    def _rewrite(self, result: object) -> None:
         errors = getattr(result, "errors", None)
         if not errors:
             return
         request_id = getattr(self.execution_context.context, "request_id", "-")
-        result.errors = [
+        result.errors = [  # type: ignore[attr-defined]
             client_error(error, request_id=request_id, production=self.production)
             for error in errors
         ]

@@ -21,15 +21,26 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from server.config import GraphQLLimits
-from server.graphql import audit, checkout, connect, disconnect, purge, status, tokens, users
+from server.graphql import (
+    audit,
+    checkout,
+    connect,
+    disconnect,
+    purge,
+    stats,
+    status,
+    tokens,
+    users,
+)
 from server.graphql.errors import RedactErrors, log_error
 from server.graphql.operation_log import OperationLog
 from server.graphql.rules import NoNulCharacters
+from server.graphql.subscriptions import Subscription
 
 CACHE_SIZE = 512
 
 # One module per capability; the order here is the order of fields in the SDL.
-Query = merge_types("Query", (users.Query, status.Query, audit.Query))
+Query = merge_types("Query", (users.Query, status.Query, audit.Query, stats.Query))
 Mutation = merge_types(
     "Mutation",
     (tokens.Mutation, purge.Mutation, connect.Mutation, disconnect.Mutation, checkout.Mutation),
@@ -80,7 +91,7 @@ def create_schema(
         OperationLog,
         *observers,
     ]
-    return Schema(query=Query, mutation=Mutation, extensions=extensions)
+    return Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
 
 
 def export_sdl() -> str:

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 import asyncpg
 from aiohttp import web
 from cross_web import HTTPException
 from piccolo.engine.base import Engine
 from strawberry.aiohttp.views import GraphQLView
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UNSET, UnsetType
 
-from server.auth import AuthenticationError, authenticate, bearer_token
+from server.auth import AuthenticationError, Principal, authenticate, bearer_token
 from server.clock import Clock, utc_now
 from server.config import Settings
+from server.domain import sweep
+from server.domain.changes import TokenChanges
+from server.domain.enums import AppType
+from server.domain.github_access import GitHubAccess
 from server.domain.locks import KeyedLocks
 from server.github import GitHubClient, new_client_session
 from server.graphql.context import Context
@@ -32,6 +41,7 @@ from server.http.appkeys import (
     REFRESH_LOCKS,
     REQUEST_ID,
     SETTINGS,
+    TOKEN_CHANGES,
 )
 from server.http.cors import cors_middleware
 from server.http.forwarded import client_address
@@ -39,10 +49,18 @@ from server.http.graphiql import add_graphiql_routes
 from server.http.metrics import Metrics, metrics_context, metrics_handler
 from server.http.request_context import annotate, request_scope
 from server.http.routes import github_webhook
+from server.http.websocket import (
+    EXPIRY_TIMER,
+    WebSocketAdapter,
+    close_at_expiry,
+    connection_authorization,
+    expiry_of,
+)
 from server.jwks import JwksKeys
 from server.redaction import redact
 from server.storage import engines
 from server.storage.migration_state import DatabaseNotReady, check_schema, schema_problem
+from server.storage.token_changes import change_source
 
 logger = logging.getLogger("ghvault.app")
 
@@ -57,6 +75,8 @@ DATABASE_UNREACHABLE = (
     asyncpg.InterfaceError,
     sqlite3.Error,
 )
+# A socket that has not sent connection_init by then is closed (4408).
+CONNECTION_INIT_TIMEOUT = timedelta(seconds=10)
 REQUEST_ID_HEADER = "X-Request-Id"
 
 
@@ -73,7 +93,15 @@ def _holds_nul(value: object) -> bool:
     return False
 
 
+async def _authenticate(app: web.Application, authorization: str) -> Principal:
+    """The principal of a bearer JWT, by the same rules for requests and sockets."""
+    key = await app[JWKS].key_for(bearer_token(authorization)) if JWKS in app else None
+    return authenticate(authorization, app[SETTINGS].jwt, key=key)
+
+
 class GhvaultGraphQLView(GraphQLView[Context, None]):
+    websocket_adapter_class = WebSocketAdapter
+
     def decode_json(self, data: str | bytes) -> object:
         decoded = json.loads(data)
         # No id, login, token or URL holds a NUL, and PostgreSQL cannot compare one.
@@ -86,10 +114,10 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
         settings = app[SETTINGS]
         principal = None
         authorization = request.headers.get("Authorization")
-        if authorization:
+        # A websocket authenticates in its connection_init payload (on_ws_connect).
+        if authorization and not isinstance(response, web.WebSocketResponse):
             try:
-                key = await app[JWKS].key_for(bearer_token(authorization)) if JWKS in app else None
-                principal = authenticate(authorization, settings.jwt, key=key)
+                principal = await _authenticate(app, authorization)
                 annotate(principal_id=principal.id, principal_role=principal.role.value)
             except AuthenticationError as exc:
                 logger.info("request %s: rejected credentials: %s", request[REQUEST_ID], exc)
@@ -103,7 +131,36 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
             github=app.get(GITHUB),
             known_users=app[KNOWN_USERS],
             refresh_locks=app[REFRESH_LOCKS],
+            token_changes=app[TOKEN_CHANGES],
         )
+
+    def is_websocket_origin_allowed(self, request: web.Request, origin: str) -> bool:
+        # Sockets are authenticated by the token in connection_init, never by
+        # cookies: a page on another origin (the frontend) gains nothing it did
+        # not already hold, so every origin may connect.
+        return True
+
+    async def on_ws_connect(self, context: Context) -> UnsetType:
+        try:
+            authorization = connection_authorization(context.connection_params)
+            principal = await _authenticate(context.request.app, authorization)
+            expires_at = expiry_of(authorization)
+        except AuthenticationError as exc:
+            logger.info("request %s: websocket refused: %s", context.request_id, exc)
+            raise ConnectionRejectionError from None
+        context.principal = principal
+        annotate(principal_id=principal.id, principal_role=principal.role.value)
+        assert isinstance(context.response, web.WebSocketResponse)
+        context.request[EXPIRY_TIMER] = close_at_expiry(context.response, expires_at)
+        return UNSET
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await super().__call__(request)
+        finally:
+            expiry = request.get(EXPIRY_TIMER)
+            if expiry is not None:
+                expiry.cancel()
 
 
 @web.middleware
@@ -132,10 +189,6 @@ async def client_address_middleware(request: web.Request, handler: Handler) -> w
     if client is not None:
         request[CLIENT_ADDRESS] = client
     return await handler(request)
-
-
-async def not_found(request: web.Request) -> web.Response:
-    raise web.HTTPNotFound
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -189,6 +242,46 @@ async def _github_context(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _token_changes_context(app: web.Application) -> AsyncIterator[None]:
+    """What status subscriptions hear: NOTIFY on PostgreSQL, polling on SQLite."""
+    changes = app[TOKEN_CHANGES]
+    source = change_source(app[ENGINE], changes.changed)
+    changes.source = source
+    await source.start()
+    yield
+    await source.stop()
+
+
+async def _sweeper_context(app: web.Application) -> AsyncIterator[None]:
+    """REFRESH_SWEEP_INTERVAL_SECONDS: refresh due tokens in the background."""
+    settings = app[SETTINGS]
+    interval = settings.refresh_sweep_interval_seconds
+    if interval is None:
+        yield
+        return
+
+    async def run(stop: asyncio.Event) -> sweep.SweepReport:
+        github_for = {
+            app_type: GitHubAccess(client=app[GITHUB], app=settings.github_apps.get(app_type))
+            for app_type in AppType
+        }
+        report = await sweep.sweep(
+            now=app[CLOCK](),
+            keyring=settings.keyring,
+            github_for=github_for,
+            locks=app[REFRESH_LOCKS],
+            stop=stop,
+        )
+        app[METRICS].sweep_done(report)
+        return report
+
+    stop = asyncio.Event()
+    sweeper = asyncio.create_task(sweep.sweep_periodically(interval, run, stop))
+    yield
+    stop.set()
+    await sweeper
+
+
 def create_app(
     settings: Settings, *, clock: Clock = utc_now, engine: Engine | None = None
 ) -> web.Application:
@@ -211,6 +304,7 @@ def create_app(
     app[METRICS] = Metrics(multiprocess_dir=settings.metrics_multiprocess_dir)
     if settings.jwt.jwks_url is not None:
         app[JWKS] = JwksKeys(settings.jwt.jwks_url)
+    app[TOKEN_CHANGES] = TokenChanges()
     if engine is None:
         app[ENGINE] = engines.create_engine(settings.database)
         app.cleanup_ctx.append(_database_context)
@@ -218,6 +312,8 @@ def create_app(
         app[ENGINE] = engine
     app.cleanup_ctx.append(_github_context)
     app.cleanup_ctx.append(metrics_context(app[METRICS], app[ENGINE]))
+    app.cleanup_ctx.append(_token_changes_context)
+    app.cleanup_ctx.append(_sweeper_context)
 
     view = GhvaultGraphQLView(
         schema=create_schema(
@@ -228,13 +324,24 @@ def create_app(
         ),
         graphql_ide=None,
         allow_queries_via_get=False,
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        connection_init_wait_timeout=CONNECTION_INIT_TIMEOUT,
     )
+
+    graphiql_page = add_graphiql_routes(app) if settings.graphiql_enabled else None
+
+    async def graphql_get(request: web.Request) -> web.StreamResponse:
+        # Subscriptions upgrade GET /graphql to a websocket; otherwise it is the
+        # GraphiQL page, and without GraphiQL not a thing ("not found", rather
+        # than "method not allowed").
+        if view.is_websocket_request(request):
+            return await view(request)
+        if graphiql_page is None:
+            raise web.HTTPNotFound
+        return await graphiql_page(request)
+
     app.router.add_route("POST", "/graphql", view)
-    if settings.graphiql_enabled:
-        add_graphiql_routes(app)
-    else:
-        # Without GraphiQL, GET /graphql is not a thing (rather than "method not allowed").
-        app.router.add_get("/graphql", not_found)
+    app.router.add_get("/graphql", graphql_get)
     app.router.add_post("/webhooks/github", github_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

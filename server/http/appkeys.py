@@ -5,6 +5,7 @@ from piccolo.engine.base import Engine
 
 from server.clock import Clock
 from server.config import Settings
+from server.domain.changes import TokenChanges
 from server.domain.locks import KeyedLocks
 from server.github import GitHubClient
 from server.http.metrics import Metrics
@@ -18,6 +19,7 @@ KNOWN_USERS = web.AppKey("known_users", set[str])
 REFRESH_LOCKS = web.AppKey("refresh_locks", KeyedLocks)
 METRICS = web.AppKey("metrics", Metrics)
 JWKS = web.AppKey("jwks", JwksKeys)
+TOKEN_CHANGES = web.AppKey("token_changes", TokenChanges)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # Who sent the request: the peer, or the client its trusted proxies name.

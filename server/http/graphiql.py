@@ -8,6 +8,7 @@ ever reaches the filesystem.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -60,8 +61,13 @@ def _content_type(path: Path) -> str:
     return _CONTENT_TYPES.get(path.suffix, "text/plain; charset=utf-8")
 
 
-def add_graphiql_routes(app: web.Application) -> None:
-    """GET /graphql answers the GraphiQL page; GET /graphiql/<name> its assets."""
+def add_graphiql_routes(
+    app: web.Application,
+) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
+    """GET /graphiql/<name> serves the assets; returns the page's handler, for GET /graphql.
+
+    The caller routes GET /graphql, which also carries the subscriptions' websockets.
+    """
     page = STATIC_DIR / "index.html"
     assets = _assets(STATIC_DIR)
 
@@ -78,5 +84,5 @@ def add_graphiql_routes(app: web.Application) -> None:
             path, headers={**_ASSET_HEADERS, "Content-Type": _content_type(path)}
         )
 
-    app.router.add_get("/graphql", graphiql_page)
     app.router.add_get(ASSET_PREFIX + "{name:.+}", graphiql_asset)
+    return graphiql_page

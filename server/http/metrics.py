@@ -44,6 +44,7 @@ from strawberry.types import ExecutionContext
 from server.clock import Clock
 from server.domain.enums import AppType, TokenState
 from server.domain.status import count_by_state
+from server.domain.sweep import SWEEP_OUTCOMES, SweepReport
 from server.storage import engines
 
 logger = logging.getLogger("ghvault.metrics")
@@ -96,6 +97,12 @@ class Metrics:
             ["result"],
             registry=owner,
         )
+        self.sweeps = Counter(
+            "ghvault_sweep_tokens",
+            "Due tokens the in-process refresh sweep handled, by outcome.",
+            ["outcome"],
+            registry=owner,
+        )
         self.pool_in_use = Gauge(
             "ghvault_database_connections_in_use",
             "Database connections lent out of the pool (sampled each second).",
@@ -107,6 +114,8 @@ class Metrics:
             self.refreshes.labels(outcome)
         for result in WEBHOOK_RESULTS:
             self.webhooks.labels(result)
+        for outcome in SWEEP_OUTCOMES:
+            self.sweeps.labels(outcome)
         self.tokens = TokenCounts()
         self.registry.register(self.tokens)
 
@@ -116,6 +125,10 @@ class Metrics:
 
     def refresh_done(self, outcome: str) -> None:
         self.refreshes.labels(outcome).inc()
+
+    def sweep_done(self, report: SweepReport) -> None:
+        for outcome in SWEEP_OUTCOMES:
+            self.sweeps.labels(outcome).inc(getattr(report, outcome))
 
     def webhook_done(self, result: str) -> None:
         self.webhooks.labels(result).inc()

@@ -19,13 +19,16 @@ from server.storage.sqlite_pool import PooledSQLiteEngine
 logger = logging.getLogger("ghvault.db")
 
 
-def for_update(query: Select) -> Select:
+def for_update(query: Select, skip_locked: bool = False) -> Select:
     """Lock the selected rows until the transaction ends (PostgreSQL).
 
     SQLite has no row locks: there `write_transaction` already holds the
     database write lock, which serializes the same critical sections.
+    `skip_locked` leaves out rows another transaction holds instead of waiting.
     """
-    return query if is_sqlite(current_engine()) else query.lock_rows()
+    if is_sqlite(current_engine()):
+        return query
+    return query.lock_rows(skip_locked=skip_locked)
 
 
 @asynccontextmanager

@@ -20,6 +20,7 @@ from server.domain.enums import Role
 from server.graphql.schema import export_sdl
 from tests.fake_github import STANDARD_APP, FakeGitHub
 from tests.helpers import STORE, GraphQLClient, MovableClock, bearer, store_input
+from tests.ws_client import SocketClosed, connect
 
 CALLERS = ("anonymous", "user_on_self", "user_on_other", "admin", "service")
 UNAUTH, FORBID, OK = "UNAUTHENTICATED", "FORBIDDEN", "ok"
@@ -30,6 +31,7 @@ MATRIX: dict[str, tuple[str, str, str, str, str]] = {
     "user": (UNAUTH, FORBID, FORBID, OK, FORBID),
     "githubTokens": (UNAUTH, FORBID, FORBID, OK, FORBID),
     "auditEvents": (UNAUTH, FORBID, FORBID, OK, FORBID),
+    "githubTokenStats": (UNAUTH, FORBID, FORBID, OK, FORBID),
     "storeGithubToken": (UNAUTH, FORBID, FORBID, FORBID, OK),
     "revokeToken": (UNAUTH, OK, FORBID, OK, FORBID),
     "purgeUser": (UNAUTH, FORBID, FORBID, OK, FORBID),
@@ -37,6 +39,7 @@ MATRIX: dict[str, tuple[str, str, str, str, str]] = {
     "completeGithubConnect": (UNAUTH, OK, "ACCOUNT_MISMATCH", FORBID, FORBID),
     "disconnectGithub": (UNAUTH, OK, OK, FORBID, FORBID),
     "checkoutGithubToken": (UNAUTH, FORBID, FORBID, FORBID, OK),
+    "githubTokenChanged": (UNAUTH, OK, FORBID, OK, FORBID),
 }
 
 RESULT = "{ __typename ... on OperationError { code } }"
@@ -124,6 +127,7 @@ _operation(
     "query($u: ID) { auditEvents(userId: $u, first: 5) { edges { cursor } } }",
     lambda cell: {"u": cell.target},
 )
+_operation("githubTokenStats", "{ githubTokenStats { dueForRefresh } }", lambda cell: {})
 _operation(
     "storeGithubToken",
     f"mutation($input: StoreGithubTokenInput!) {{ storeGithubToken(input: $input) {RESULT} }}",
@@ -149,6 +153,28 @@ _operation(
 )
 
 
+_operation(
+    "githubTokenChanged",
+    "subscription($u: ID) { githubTokenChanged(userId: $u) { state } }",
+    lambda cell: {"u": cell.target},
+)
+# Subscriptions go over graphql-transport-ws; the rest are POSTed.
+SUBSCRIPTIONS = frozenset({"githubTokenChanged"})
+
+
+async def _first_answer_over_websocket(
+    gql: GraphQLClient, query: str, variables: dict[str, Any], auth: str | None
+) -> dict[str, Any]:
+    """The subscription's first payload; a socket refused at connection_init is UNAUTHENTICATED."""
+    async with connect(gql.http) as socket:
+        try:
+            await socket.init(auth)
+        except SocketClosed as refused:
+            code = UNAUTH if refused.code == 4403 else f"closed {refused.code}"
+            return {"errors": [{"extensions": {"code": code}}]}
+        return await socket.next_payload(await socket.subscribe(query, variables))
+
+
 def outcome(body: dict[str, Any], field: str) -> str:
     codes = [error.get("extensions", {}).get("code") for error in body.get("errors", [])]
     if codes:
@@ -163,7 +189,11 @@ def outcome(body: dict[str, Any], field: str) -> str:
 def test_every_operation_has_a_row() -> None:
     """Make sure an operation added to the schema cannot skip this table."""
     schema = build_schema(export_sdl())
-    operations = {*schema.query_type.fields, *schema.mutation_type.fields}
+    operations = {
+        *schema.query_type.fields,
+        *schema.mutation_type.fields,
+        *schema.subscription_type.fields,
+    }
     assert operations == set(MATRIX) == set(OPERATIONS)
 
 
@@ -180,6 +210,10 @@ async def test_operation_answers_each_caller_as_the_matrix_says(
         if target != me:
             await _store_live_token(cell, target)
         query, variables = await OPERATIONS[operation](cell)
-        seen[caller] = outcome(await gql.post(query, variables, auth=cell.auth), operation)
+        if operation in SUBSCRIPTIONS:
+            body = await _first_answer_over_websocket(gql, query, variables, cell.auth)
+        else:
+            body = await gql.post(query, variables, auth=cell.auth)
+        seen[caller] = outcome(body, operation)
 
     assert seen == dict(zip(CALLERS, MATRIX[operation], strict=True))
