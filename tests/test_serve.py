@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from server.storage.migration_state import MIGRATIONS_FOLDER
 from tests.helpers import base_env
 from tests.test_cli import (
     GHVAULT,
@@ -63,13 +64,18 @@ def migrated(env: dict[str, str], cwd: Path) -> dict[str, str]:
 
 # --- start-up failures ---------------------------------------------------------
 
+# Every migration ghvault ships; a new one must not break the messages below.
+MIGRATIONS = len(list(MIGRATIONS_FOLDER.glob("ghvault_*.py")))
+
 
 def test_serve_refuses_a_database_that_was_never_migrated(
     tmp_path: Path, sqlite_env: dict[str, str]
 ) -> None:
     """Make sure `serve` on an empty database says to run `ghvault migrate`, and stops."""
     result = ghvault("serve", cwd=tmp_path, env=sqlite_env)
-    assert_refused_with_one_line(result, "ghvault migrate", "lacks 2 of 2 migrations")
+    assert_refused_with_one_line(
+        result, "ghvault migrate", f"lacks {MIGRATIONS} of {MIGRATIONS} migrations"
+    )
 
 
 def test_serve_refuses_a_database_missing_a_migration(
@@ -81,7 +87,7 @@ def test_serve_refuses_a_database_missing_a_migration(
         connection.execute("DELETE FROM migration WHERE name = (SELECT max(name) FROM migration)")
         connection.commit()
     result = ghvault("serve", cwd=tmp_path, env=sqlite_env)
-    assert_refused_with_one_line(result, "ghvault migrate", "lacks 1 of 2 migrations")
+    assert_refused_with_one_line(result, "ghvault migrate", f"lacks 1 of {MIGRATIONS} migrations")
 
 
 def test_serve_refuses_a_database_migrated_by_a_newer_release(
