@@ -135,7 +135,8 @@ async def test_the_installed_wheel_migrates_serves_and_answers_a_query(
     ran = [
         line.split("|")[-1].strip() for line in checked.splitlines() if line.startswith("ghvault")
     ]
-    assert ran == ["True", "True"], checked
+    shipped = len(list((PROJECT_ROOT / "piccolo_migrations").glob("ghvault_*.py")))
+    assert ran == ["True"] * shipped, checked
     token = run(
         bin_dir / "ghvault", "dev-token", "--sub", "u1", "--role", "user", cwd=elsewhere, env=env
     ).strip()
