@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import uuid
@@ -10,16 +9,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
-from cross_web import HTTPException
 from piccolo.engine.base import Engine
-from strawberry.aiohttp.views import GraphQLView
 
-from server.auth import AuthenticationError, authenticate, bearer_token
 from server.clock import Clock, utc_now
 from server.config import Settings
 from server.domain.locks import KeyedLocks
 from server.github import GitHubClient, new_client_session
-from server.graphql.context import Context
 from server.graphql.schema import create_schema
 from server.http.appkeys import (
     CLIENT_ADDRESS,
@@ -36,8 +31,9 @@ from server.http.appkeys import (
 from server.http.cors import cors_middleware
 from server.http.forwarded import client_address
 from server.http.graphiql import add_graphiql_routes
+from server.http.graphql_view import GhvaultGraphQLView
 from server.http.metrics import Metrics, metrics_context, metrics_handler
-from server.http.request_context import annotate, request_scope
+from server.http.request_context import request_scope
 from server.http.routes import github_webhook
 from server.jwks import JwksKeys
 from server.redaction import redact
@@ -61,49 +57,6 @@ REQUEST_ID_HEADER = "X-Request-Id"
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _holds_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    return False
-
-
-class GhvaultGraphQLView(GraphQLView[Context, None]):
-    def decode_json(self, data: str | bytes) -> object:
-        decoded = json.loads(data)
-        # No id, login, token or URL holds a NUL, and PostgreSQL cannot compare one.
-        if _holds_nul(decoded):
-            raise HTTPException(400, "GraphQL requests must not contain NUL characters")
-        return decoded
-
-    async def get_context(self, request: web.Request, response: web.StreamResponse) -> Context:
-        app = request.app
-        settings = app[SETTINGS]
-        principal = None
-        authorization = request.headers.get("Authorization")
-        if authorization:
-            try:
-                key = await app[JWKS].key_for(bearer_token(authorization)) if JWKS in app else None
-                principal = authenticate(authorization, settings.jwt, key=key)
-                annotate(principal_id=principal.id, principal_role=principal.role.value)
-            except AuthenticationError as exc:
-                logger.info("request %s: rejected credentials: %s", request[REQUEST_ID], exc)
-        return Context(
-            request=request,
-            response=response,
-            settings=settings,
-            clock=app[CLOCK],
-            request_id=request[REQUEST_ID],
-            principal=principal,
-            github=app.get(GITHUB),
-            known_users=app[KNOWN_USERS],
-            refresh_locks=app[REFRESH_LOCKS],
-        )
 
 
 @web.middleware
