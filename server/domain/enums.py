@@ -86,4 +86,5 @@ class RequestErrorCode(StrEnum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     FORBIDDEN = "FORBIDDEN"
     INVALID_INPUT = ErrorCode.INVALID_INPUT.name
+    QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"  # over the document budget (graphql/budget.py)
     INTERNAL = "INTERNAL"

@@ -38,6 +38,7 @@ from graphql import (
 )
 
 from server.config import GraphQLLimits
+from server.domain.enums import RequestErrorCode
 
 # Far past the depth limit (inline fragments nest without adding depth, and
 # the depth rule reports more helpfully); it keeps the recursive expansion
@@ -83,7 +84,9 @@ class DocumentBudget:
             self._count_nodes(document)
             self._count_expanded(document)
         except OverBudget as exc:
-            return GraphQLError(str(exc), extensions={"code": "QUERY_TOO_COMPLEX"})
+            return GraphQLError(
+                str(exc), extensions={"code": RequestErrorCode.QUERY_TOO_COMPLEX.value}
+            )
         return None
 
     def _count_nodes(self, document: DocumentNode) -> None:

@@ -17,7 +17,7 @@ from strawberry.aiohttp.views import GraphQLView
 
 from server.auth import AuthenticationError, Principal, authenticate, bearer_token
 from server.graphql.context import Context
-from server.graphql.errors import UNAUTHENTICATED, unauthenticated
+from server.graphql.errors import unauthenticated
 from server.http.appkeys import (
     CLOCK,
     GITHUB,
@@ -43,7 +43,7 @@ def unauthenticated_response() -> web.Response:
     error = unauthenticated()
     body = {
         "data": None,
-        "errors": [{"message": error.message, "extensions": {"code": UNAUTHENTICATED}}],
+        "errors": [{"message": error.message, "extensions": error.extensions}],
     }
     return web.json_response(body, status=401, headers={"WWW-Authenticate": "Bearer"})
 
