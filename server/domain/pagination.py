@@ -38,11 +38,15 @@ def encode_cursor(*key: Any) -> str:
 
 
 def _is_key_part(value: object) -> bool:
-    """What encode_cursor puts in a key: strings, and integers a database column holds."""
+    """What encode_cursor puts in a key: strings, and integers an id column holds.
+
+    The integer keys are serial ids, 32-bit on PostgreSQL: a larger number
+    is no cursor of ours, and the database would refuse to compare it.
+    """
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
-        return -(2**63) <= value < 2**63
+        return -(2**31) <= value < 2**31
     return isinstance(value, str)
 
 
@@ -50,7 +54,7 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     """The key a cursor was made from; InvalidInput for anything else.
 
     A cursor is the caller's text: it is bounded before decoding, and nothing
-    but a flat list of strings and 64-bit integers is let through to a query.
+    but a flat list of strings and 32-bit integers is let through to a query.
     """
     key = None
     if len(cursor) <= MAX_CURSOR_LENGTH:
