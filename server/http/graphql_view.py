@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from aiohttp import web
 from cross_web import HTTPException
 from strawberry.aiohttp.views import GraphQLView
 
 from server.auth import AuthenticationError, Principal, authenticate, bearer_token
+from server.domain.enums import RequestErrorCode
 from server.graphql.context import Context
 from server.graphql.errors import unauthenticated
 from server.http.appkeys import (
@@ -23,6 +25,7 @@ from server.http.appkeys import (
     GITHUB,
     JWKS,
     KNOWN_USERS,
+    METRICS,
     PRINCIPAL,
     REFRESH_LOCKS,
     REQUEST_ID,
@@ -35,6 +38,9 @@ logger = logging.getLogger("ghvault.app")
 # No GraphQL request of this API nests deeper; anything deeper is refused
 # before graphql-core walks it recursively.
 MAX_JSON_DEPTH = 32
+# The metrics' operation label of a request refused before its document was read.
+NOT_PARSED = "not_parsed"
+UNAUTHENTICATED = RequestErrorCode.UNAUTHENTICATED.value
 JSON_MEDIA_TYPE = "application/json"
 
 
@@ -71,8 +77,12 @@ def check_json_shape(value: object) -> None:
 class GhvaultGraphQLView(GraphQLView[Context, None]):
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if request.method == "POST":
+            started = time.perf_counter()
             principal = await self._principal(request)
             if principal is None:
+                # The root field is unknown: the document is never parsed.
+                refused = request.app[METRICS].graphql.labels(NOT_PARSED, UNAUTHENTICATED)
+                refused.observe(time.perf_counter() - started)
                 return unauthenticated_response()
             if request.content_type.lower() != JSON_MEDIA_TYPE:
                 # Browsers send form and text bodies cross-site without asking (CSRF).
