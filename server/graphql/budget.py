@@ -11,6 +11,8 @@ and cost-limit plugins:
 
 - selections: fields, fragment spreads and inline fragments written in the
   document (Armor's max-tokens/max-aliases family, at the AST level);
+- fragment spreads: graphql-core compares the fields of every pair of
+  fragments spread into one selection set;
 - cost: fields the document selects once every fragment is expanded, so a
   handful of fragments spread into each other cannot multiply into thousands;
 - repeats: how often one response name occurs in one selection set once its
@@ -91,13 +93,20 @@ class DocumentBudget:
 
     def _count_nodes(self, document: DocumentNode) -> None:
         limits = self.limits
-        selections = directives = 0
+        selections = spreads = directives = 0
         for node, nesting in _walk(document):
             if nesting > MAX_NESTING:
                 raise OverBudget(
                     f"The document nests selections more than {MAX_NESTING} levels deep; "
                     "that is the limit."
                 )
+            if isinstance(node, FragmentSpreadNode):
+                spreads += 1
+                if spreads > limits.max_fragment_spreads:
+                    raise OverBudget(
+                        f"The document spreads fragments more than {limits.max_fragment_spreads} "
+                        "times; that is the limit."
+                    )
             if isinstance(node, FieldNode | FragmentSpreadNode | InlineFragmentNode):
                 selections += 1
                 if selections > limits.max_selections:
