@@ -10,8 +10,8 @@ from jwt import PyJWK
 
 from server.config import JwtConfig
 from server.domain.enums import Role
+from server.identifiers import MAX_USER_ID_LENGTH, is_user_id
 
-MAX_SUB_LENGTH = 255
 ROLE_VALUES = frozenset(role.value for role in Role)
 
 
@@ -78,8 +78,9 @@ def bearer_token(authorization: str | None) -> str:
 
 def _principal_from_claims(claims: dict[str, object], role_claim: str) -> Principal:
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_LENGTH:
-        raise AuthenticationError("JWT sub must be a non-empty string")
+    if not is_user_id(sub):
+        # Checked like a userId argument, before the principal can reach storage.
+        raise AuthenticationError(f"JWT sub must be 1 to {MAX_USER_ID_LENGTH} printable characters")
     parsed_role = _role(claims, role_claim)
     email, name = claims.get("email"), claims.get("name")
     return Principal(

@@ -64,6 +64,13 @@ class GraphQLLimits:
     max_aliases: int = 30
     max_tokens: int = 2000
     max_body_bytes: int = 64 * 1024
+    # Counted before validation (server/graphql/budget.py); sized with
+    # bench/hostile.py so the worst document stays near 20 ms of work.
+    max_selections: int = 200
+    max_fragment_spreads: int = 24
+    max_cost: int = 500
+    max_field_repeats: int = 4
+    max_directives: int = 20
 
 
 @dataclass(frozen=True)

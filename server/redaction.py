@@ -92,6 +92,12 @@ _URL_USERINFO = re.compile(
 # Stopping at ":" bounds the scan when the prefix repeats and no "@" follows.
 _X_ACCESS_TOKEN = re.compile(r"(?P<prefix>\bx-access-token:)[^\s/?#@:]++@", re.IGNORECASE)
 
+# A character GitHub puts in tokens, as itself or escaped: percent-encoded in
+# URLs ("%5F"), JSON- or Python-escaped ("\\u005f", "\\x5f", with the backslash
+# itself escaped any number of times). Escapes of anything else end a token.
+_TOKEN_CHAR_HEX = "(?:3[0-9]|4[1-9a-f]|5[0-9a]|5f|6[1-9a-f]|7[0-9a])"
+_TOKEN_CHAR = rf"(?:[a-z0-9_]|%{_TOKEN_CHAR_HEX}|\\++(?:u00|x){_TOKEN_CHAR_HEX})"
+
 # Secret-bearing parameters in query strings, form bodies, JSON, dict reprs and
 # environment dumps. Names specific enough to be unambiguous match with either
 # separator; "code", "token" and "password" are ordinary words (GraphQL
@@ -107,7 +113,9 @@ _SECRET_PARAM = re.compile(
     rf"(?:(?<![A-Za-z0-9])(?:{_SPECIFIC_PARAM_NAMES})(?:\\?[\"'])?[ \t]*[:=]"
     r"|(?<=[?&;])(?:code|token|password)=)"
     r"[ \t]*(?:\\?[\"'])?)"
-    rf"{_NOT_REDACTED}(?:[^\s\"'\\&#,;)}}\[\]]|\[(?:REDACTED(?:_JWT)?\])?)+",
+    rf"{_NOT_REDACTED}(?:[^\s\"'\\&#,;)}}\[\]]|\[(?:REDACTED(?:_JWT)?\])?"
+    # An escaped token character does not end a value (a JSON-escaped "_").
+    rf"|\\++(?:u00|x){_TOKEN_CHAR_HEX})+",
     re.IGNORECASE,
 )
 
@@ -115,7 +123,34 @@ _SECRET_PARAM = re.compile(
 # length, so neither a 76-character refresh token nor a token glued to other
 # identifier characters leaves a tail behind. No left boundary is required:
 # "xghu_..." is redacted too, which costs nothing and cannot leak.
-_GITHUB_TOKEN = re.compile(r"(?P<prefix>github_pat_|gh[pousr]_)[A-Za-z0-9_]+")
+#
+# Tokens reach logs in other spellings too: percent-encoded in URLs
+# ("ghu%5F..."), JSON- or Python-escaped ("ghu\\u005f..."), and upper-cased
+# by whoever wrote them. Each character may therefore be itself (in any case)
+# or an escape of a token character; escapes of anything else (a space, a
+# quote) end the token, so the text around it survives. An ellipsis joined to
+# the run is taken with it: libraries that shorten long values ("ghu_AB...YZ")
+# would otherwise leave the tail.
+
+
+def _any_spelling(chars: str) -> str:
+    """One character out of `chars`, in either case, as itself or escaped."""
+    codes = sorted({f"{ord(c):02x}" for ch in chars for c in (ch.lower(), ch.upper())})
+    hex_codes = "|".join(codes)
+    return rf"(?:[{re.escape(chars)}]|%(?:{hex_codes})|\\++(?:u00|x)(?:{hex_codes}))"
+
+
+def _spelled(literal: str) -> str:
+    return "".join(_any_spelling(ch) for ch in literal)
+
+
+_GITHUB_TOKEN = re.compile(
+    rf"(?P<prefix>{_spelled('github_pat_')}|{_spelled('gh')}{_any_spelling('pousr')}{_spelled('_')})"
+    rf"{_TOKEN_CHAR}++(?:(?:\.\.\.|\u2026){_TOKEN_CHAR}*+)?",
+    re.IGNORECASE,
+)
+# Lower-cased beginnings of every spelling, for the quick check in redact().
+_GITHUB_TOKEN_NEEDLES = ("gh", "github", "g%", "g\\", "%47", "%67", "\\u004", "\\u006", "\\x")
 
 
 def _looks_like_credential(value: str) -> bool:
@@ -139,19 +174,22 @@ _Replacement = str | Callable[[re.Match[str]], str]
 
 # Order matters. JWTs go first because a GitHub-token replacement inside a JWT
 # segment would break the segment apart and hide the rest of the JWT from its
-# pattern. Key/value passes run before the token pass so that they see whole
-# values. The needles are lower-case substrings, one of which every match must
+# pattern. GitHub tokens go next, whole, in whatever spelling: a key/value pass
+# that stopped inside an escaped token ("Bearer ghu\\u005f...") would otherwise
+# take the prefix and leave the body without one. Key/value passes then redact
+# the values around them ("access_token=ghu_[REDACTED]" becomes
+# "access_token=[REDACTED]"). The needles are lower-case substrings, one of which every match must
 # contain; testing them against the lower-cased input skips most passes on the
 # common, secret-free log line. Replacements never create a match for a later
 # pass, so the needles are checked against the original text only.
 _PASSES: tuple[tuple[tuple[str, ...], re.Pattern[str], _Replacement], ...] = (
     (("eyj",), _JWT, rf"\g<lead>{REDACTED_JWT}"),
+    (_GITHUB_TOKEN_NEEDLES, _GITHUB_TOKEN, rf"\g<prefix>{REDACTED}"),
     (("authorization",), _AUTH_HEADER, rf"\g<name>\g<scheme>{REDACTED}"),
     (("bearer",), _BEARER, _replace_bearer),
     (("@",), _URL_USERINFO, rf"\g<prefix>{REDACTED}@"),
     (("x-access-token:",), _X_ACCESS_TOKEN, rf"\g<prefix>{REDACTED}@"),
     (("token", "secret", "code", "password"), _SECRET_PARAM, rf"\g<key>{REDACTED}"),
-    (("gh", "github_pat_"), _GITHUB_TOKEN, rf"\g<prefix>{REDACTED}"),
 )
 
 

@@ -270,6 +270,11 @@ class GraphQLClient:
         response = await self.http.post(
             "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
         )
+        if response.status == 401:
+            # Refused from the headers alone, with the GraphQL error body.
+            body = await response.json()
+            assert error_codes(body) == ["UNAUTHENTICATED"], body
+            return body
         assert response.status == 200, await response.text()
         return await response.json()
 

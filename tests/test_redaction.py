@@ -690,3 +690,123 @@ def test_install_covers_handlers_of_other_existing_loggers(logger: logging.Logge
     token = classic("gho_")
     logger.info("%s", token.text)
     assert_redacted(token, stream.getvalue())
+
+
+# --- other spellings of a token ------------------------------------------------------------------
+
+
+def percent_underscores(token: str) -> str:
+    return token.replace("_", "%5F")
+
+
+def percent_underscores_lower(token: str) -> str:
+    return token.replace("_", "%5f")
+
+
+def percent_everything(token: str) -> str:
+    return "".join(f"%{ord(ch):02X}" for ch in token)
+
+
+def json_escaped_underscores(token: str) -> str:
+    return token.replace("_", "\\u005f")
+
+
+def json_escaped_twice(token: str) -> str:
+    return token.replace("_", "\\\\u005F")
+
+
+def python_escaped_underscores(token: str) -> str:
+    return token.replace("_", "\\x5f")
+
+
+def upper_prefix(token: str) -> str:
+    prefix, _, body = token.partition("_")
+    return prefix.upper() + "_" + body
+
+
+def upper_everything(token: str) -> str:
+    return token.upper()
+
+
+ENCODINGS: list[Callable[[str], str]] = [
+    percent_underscores,
+    percent_underscores_lower,
+    percent_everything,
+    json_escaped_underscores,
+    json_escaped_twice,
+    python_escaped_underscores,
+    upper_prefix,
+    upper_everything,
+]
+
+
+def encoded(token: Secret, encode: Callable[[str], str]) -> Secret:
+    """The token spelled another way; what must not leak is the spelled secret part."""
+    text = encode(token.text)
+    prefix = "github_pat_" if token.text.startswith("github_pat_") else token.text[:4]
+    return Secret(text, text[len(encode(prefix)) :])
+
+
+@pytest.mark.parametrize("encode", ENCODINGS, ids=lambda encode: encode.__name__)
+@pytest.mark.parametrize("prefix", [*CLASSIC_PREFIXES, "github_pat_"])
+def test_other_spellings_of_a_token_are_redacted_to_their_prefix(
+    encode: Callable[[str], str], prefix: str
+) -> None:
+    """URLs percent-encode, JSON escapes, people upper-case: the secret goes in every spelling."""
+    token = encoded(classic(prefix, 76), encode)
+    output = redact(f"GET /cb?next={token.text}&x=1 HTTP/1.1")
+    assert output == f"GET /cb?next={encode(prefix)}{REDACTED}&x=1 HTTP/1.1"
+    # The kept prefix, spelled the same way, may share a window with the secret.
+    assert_redacted(token, output, encode(prefix))
+
+
+def test_an_escape_of_a_non_token_character_ends_the_token() -> None:
+    """A percent-encoded space or quote after a token belongs to the text around it."""
+    token = classic("ghu_")
+    assert redact(f"{token.text}%20and%22more") == "ghu_[REDACTED]%20and%22more"
+    assert redact(f'"{token.text}\\u0022 then') == '"ghu_[REDACTED]\\u0022 then'
+
+
+@pytest.mark.parametrize("length", [116, 200, 255, 400])
+def test_a_token_shortened_with_an_ellipsis_loses_its_tail_too(length: int) -> None:
+    """Libraries shorten long values as head...tail; the tail is part of the token."""
+    token = classic("ghr_", length)
+    shortened = token.text[:118] + "..." + token.text[-118:]
+    output = redact(f"got invalid value '{shortened}'; expected Int")
+    assert output == "got invalid value 'ghr_[REDACTED]'; expected Int"
+    assert_redacted(token, output)
+
+
+@PROPERTY_SETTINGS
+@given(
+    github_tokens(), st.sampled_from(ENCODINGS), st.sampled_from(EMBEDDINGS), st.text(), st.text()
+)
+def test_no_window_of_a_secret_survives_any_spelling(
+    token: Secret,
+    encode: Callable[[str], str],
+    embed: Callable[[str, str, str], str],
+    before: str,
+    after: str,
+) -> None:
+    spelled = encoded(token, encode)
+    output = redact(embed(spelled.text, before, after))
+    kept_prefix = spelled.text[: len(spelled.text) - len(spelled.secret)]
+    context = (before, after, embed("", before, after), kept_prefix)
+    assert leaked_windows(spelled.secret, output, *context) == set()
+
+
+@PROPERTY_SETTINGS
+@given(st.one_of(st.text(), TRICKY_TEXT), st.sampled_from(ENCODINGS))
+def test_redaction_of_other_spellings_is_idempotent(
+    text: str, encode: Callable[[str], str]
+) -> None:
+    once = redact(encode(text) + " " + encode(classic("ghs_").text))
+    assert redact(once) == once
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["100%5F", "%67%68 alone", "GHZ_value", "weight_in_grams", "ghx%5Fvalue", "\\u0067h and \\x67"],
+)
+def test_escape_look_alikes_are_unchanged(text: str) -> None:
+    assert redact(text) == text

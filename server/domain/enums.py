@@ -86,5 +86,6 @@ class RequestErrorCode(StrEnum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     FORBIDDEN = "FORBIDDEN"
     INVALID_INPUT = ErrorCode.INVALID_INPUT.name
+    QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"  # over the document budget (graphql/budget.py)
     INTERNAL = "INTERNAL"
     TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"

@@ -18,6 +18,7 @@ from piccolo.querystring import QueryString
 from server.domain.enums import AppType, RevocationReason, TokenState
 from server.domain.errors import InvalidInput
 from server.domain.pagination import Page, check_page_size, decode_cursor, encode_cursor, paginate
+from server.identifiers import canonical_github_user_id
 from server.storage.tables import UserGithubAppToken as Token
 
 RECONNECT_STATES = frozenset(
@@ -192,7 +193,10 @@ async def list_statuses(
         # GitHub logins are case-insensitive; compared whole, not as a pattern.
         conditions.append(Lower(Token.github_login) == token_filter.github_login.lower())
     if token_filter.github_user_id is not None:
-        conditions.append(Token.github_user_id == token_filter.github_user_id)
+        github_user_id = canonical_github_user_id(token_filter.github_user_id)
+        if github_user_id is None:
+            raise InvalidInput("githubUserId must be GitHub's numeric user id", "githubUserId")
+        conditions.append(Token.github_user_id == github_user_id)
     if after is not None:
         created_at, row_id = decode_cursor(after, 2)
         try:

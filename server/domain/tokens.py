@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReaso
 from server.domain.errors import NO_TOKEN_STORED, Refusal
 from server.domain.status import TokenStatus, token_status
 from server.domain.users import ensure_user
+from server.identifiers import MAX_USER_ID_LENGTH, canonical_github_user_id, is_user_id
 from server.storage.tables import User as UserRow
 from server.storage.tables import UserGithubAppToken as Token
 from server.storage.transactions import for_update, is_unique_violation, write_transaction
@@ -24,9 +25,7 @@ from server.storage.transactions import for_update, is_unique_violation, write_t
 # GitHub documents these as prefix + up to 255 characters; today's are 36 (ghu_) and 76 (ghr_).
 ACCESS_TOKEN = re.compile(r"ghu_[A-Za-z0-9_]{36,255}")
 REFRESH_TOKEN = re.compile(r"ghr_[A-Za-z0-9_]{36,255}")
-GITHUB_USER_ID = re.compile(r"[0-9]{1,20}")
 GITHUB_LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
-MAX_ID_LENGTH = 255
 MAX_PROFILE_LENGTH = 320
 
 
@@ -74,12 +73,12 @@ def validate_store_input(data: StoreTokenInput) -> Refusal | None:
         )
     checks = (
         (
-            not 0 < len(data.user_id) <= MAX_ID_LENGTH or not data.user_id.isprintable(),
+            not is_user_id(data.user_id),
             "userId",
-            f"userId must be 1 to {MAX_ID_LENGTH} printable characters.",
+            f"userId must be 1 to {MAX_USER_ID_LENGTH} printable characters.",
         ),
         (
-            not GITHUB_USER_ID.fullmatch(data.github_user_id),
+            canonical_github_user_id(data.github_user_id) is None,
             "githubUserId",
             "githubUserId must be GitHub's numeric user id.",
         ),
@@ -163,6 +162,8 @@ async def store_token(
     problem = validate_store_input(data)
     if problem is not None:
         return problem
+    # "01001" is GitHub's account 1001: stored one way only, so lookups and webhooks find it.
+    data = replace(data, github_user_id=canonical_github_user_id(data.github_user_id))
     try:
         async with write_transaction():
             return await _store_locked(actor, data, keyring=keyring, now=now, source=source)

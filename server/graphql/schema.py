@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import lru_cache
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -15,8 +16,8 @@ from strawberry.extensions import (
     ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
-    ValidationCache,
 )
+from strawberry.schema.schema import validate_document
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
@@ -32,10 +33,12 @@ from server.graphql import (
     tokens,
     users,
 )
+from server.graphql.budget import DocumentBudget
 from server.graphql.errors import RedactErrors, log_error
 from server.graphql.operation_log import OperationLog
 from server.graphql.rules import NoNulCharacters
 from server.graphql.subscriptions import Subscription
+from server.graphql.variables import CheckVariables
 
 CACHE_SIZE = 512
 
@@ -48,6 +51,11 @@ Mutation = merge_types(
 
 
 class Schema(strawberry.Schema):
+    @property
+    def graphql_schema(self) -> GraphQLSchema:
+        """The graphql-core schema Strawberry built from ours (it keeps it as `_schema`)."""
+        return self._schema
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -59,6 +67,42 @@ class Schema(strawberry.Schema):
 
 
 Extension = Callable[[], SchemaExtension] | type[SchemaExtension]
+
+
+Validate = Callable[
+    [GraphQLSchema, DocumentNode, tuple[type[ASTValidationRule], ...]], list[GraphQLError]
+]
+
+
+def bounded_validation(limits: GraphQLLimits) -> Validate:
+    """graphql-core's validation behind the document budget, cached per parsed document."""
+    budget = DocumentBudget(limits)
+
+    @lru_cache(maxsize=CACHE_SIZE)
+    def validate(
+        schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...]
+    ) -> list[GraphQLError]:
+        refusal = budget.check(document)
+        return [refusal] if refusal else validate_document(schema, document, rules)
+
+    return validate
+
+
+class BoundedValidation(SchemaExtension):
+    """Replaces Strawberry's validation step (and its ValidationCache) with `validate`."""
+
+    def __init__(self, validate: Validate) -> None:
+        self.validate = validate
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        assert context.graphql_document is not None
+        context.pre_execution_errors = self.validate(
+            context.schema.graphql_schema,
+            context.graphql_document,
+            tuple(context.validation_rules),
+        )
+        yield
 
 
 def create_schema(
@@ -74,20 +118,22 @@ def create_schema(
     """
     limits = limits or GraphQLLimits()
     # The limiters make new rule classes each time they are constructed, and
-    # Strawberry constructs extensions per request; ValidationCache keys on
-    # the rule classes, so they are made once here or the cache never hits.
+    # Strawberry constructs extensions per request; the validation cache keys
+    # on the rule classes, so they are made once here or the cache never hits.
     rules = [
         NoNulCharacters,
         *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
         *(() if introspection else DisableIntrospection().validation_rules),
     ]
+    validate = bounded_validation(limits)
     extensions: list[Extension] = [
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
         lambda: ParserCache(maxsize=CACHE_SIZE),
         lambda: AddValidationRules(rules),
-        lambda: ValidationCache(maxsize=CACHE_SIZE),
+        lambda: BoundedValidation(validate),
         lambda: RedactErrors(production=production),
+        CheckVariables,
         OperationLog,
         *observers,
     ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import uuid
@@ -12,14 +11,9 @@ from datetime import timedelta
 
 import asyncpg
 from aiohttp import web
-from cross_web import HTTPException
 from piccolo.engine.base import Engine
-from strawberry.aiohttp.views import GraphQLView
-from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
-from strawberry.types.unset import UNSET, UnsetType
 
-from server.auth import AuthenticationError, Principal, authenticate, bearer_token
 from server.clock import Clock, utc_now
 from server.config import Settings
 from server.domain import sweep
@@ -28,7 +22,6 @@ from server.domain.enums import AppType
 from server.domain.github_access import GitHubAccess
 from server.domain.locks import KeyedLocks
 from server.github import GitHubClient, new_client_session
-from server.graphql.context import Context
 from server.graphql.schema import create_schema
 from server.http.appkeys import (
     CLIENT_ADDRESS,
@@ -46,16 +39,10 @@ from server.http.appkeys import (
 from server.http.cors import cors_middleware
 from server.http.forwarded import client_address
 from server.http.graphiql import add_graphiql_routes
+from server.http.graphql_view import GhvaultGraphQLView
 from server.http.metrics import Metrics, metrics_context, metrics_handler
-from server.http.request_context import annotate, request_scope
+from server.http.request_context import request_scope
 from server.http.routes import github_webhook
-from server.http.websocket import (
-    EXPIRY_TIMER,
-    WebSocketAdapter,
-    close_at_expiry,
-    connection_authorization,
-    expiry_of,
-)
 from server.jwks import JwksKeys
 from server.redaction import redact
 from server.storage import engines
@@ -81,86 +68,6 @@ REQUEST_ID_HEADER = "X-Request-Id"
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _holds_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    return False
-
-
-async def _authenticate(app: web.Application, authorization: str) -> Principal:
-    """The principal of a bearer JWT, by the same rules for requests and sockets."""
-    key = await app[JWKS].key_for(bearer_token(authorization)) if JWKS in app else None
-    return authenticate(authorization, app[SETTINGS].jwt, key=key)
-
-
-class GhvaultGraphQLView(GraphQLView[Context, None]):
-    websocket_adapter_class = WebSocketAdapter
-
-    def decode_json(self, data: str | bytes) -> object:
-        decoded = json.loads(data)
-        # No id, login, token or URL holds a NUL, and PostgreSQL cannot compare one.
-        if _holds_nul(decoded):
-            raise HTTPException(400, "GraphQL requests must not contain NUL characters")
-        return decoded
-
-    async def get_context(self, request: web.Request, response: web.StreamResponse) -> Context:
-        app = request.app
-        settings = app[SETTINGS]
-        principal = None
-        authorization = request.headers.get("Authorization")
-        # A websocket authenticates in its connection_init payload (on_ws_connect).
-        if authorization and not isinstance(response, web.WebSocketResponse):
-            try:
-                principal = await _authenticate(app, authorization)
-                annotate(principal_id=principal.id, principal_role=principal.role.value)
-            except AuthenticationError as exc:
-                logger.info("request %s: rejected credentials: %s", request[REQUEST_ID], exc)
-        return Context(
-            request=request,
-            response=response,
-            settings=settings,
-            clock=app[CLOCK],
-            request_id=request[REQUEST_ID],
-            principal=principal,
-            github=app.get(GITHUB),
-            known_users=app[KNOWN_USERS],
-            refresh_locks=app[REFRESH_LOCKS],
-            token_changes=app[TOKEN_CHANGES],
-        )
-
-    def is_websocket_origin_allowed(self, request: web.Request, origin: str) -> bool:
-        # Sockets are authenticated by the token in connection_init, never by
-        # cookies: a page on another origin (the frontend) gains nothing it did
-        # not already hold, so every origin may connect.
-        return True
-
-    async def on_ws_connect(self, context: Context) -> UnsetType:
-        try:
-            authorization = connection_authorization(context.connection_params)
-            principal = await _authenticate(context.request.app, authorization)
-            expires_at = expiry_of(authorization)
-        except AuthenticationError as exc:
-            logger.info("request %s: websocket refused: %s", context.request_id, exc)
-            raise ConnectionRejectionError from None
-        context.principal = principal
-        annotate(principal_id=principal.id, principal_role=principal.role.value)
-        assert isinstance(context.response, web.WebSocketResponse)
-        context.request[EXPIRY_TIMER] = close_at_expiry(context.response, expires_at)
-        return UNSET
-
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
-        try:
-            return await super().__call__(request)
-        finally:
-            expiry = request.get(EXPIRY_TIMER)
-            if expiry is not None:
-                expiry.cancel()
 
 
 @web.middleware

@@ -3,6 +3,7 @@
 from aiohttp import web
 from piccolo.engine.base import Engine
 
+from server.auth import Principal
 from server.clock import Clock
 from server.config import Settings
 from server.domain.changes import TokenChanges
@@ -24,3 +25,4 @@ TOKEN_CHANGES = web.AppKey("token_changes", TokenChanges)
 REQUEST_ID = web.RequestKey("request_id", str)
 # Who sent the request: the peer, or the client its trusted proxies name.
 CLIENT_ADDRESS = web.RequestKey("client_address", str)
+PRINCIPAL = web.RequestKey("principal", Principal)

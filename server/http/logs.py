@@ -13,7 +13,7 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 from server.http.appkeys import CLIENT_ADDRESS, REQUEST_ID
 from server.http.request_context import current_fields
-from server.redaction import RedactingFilter, install_log_redaction, redact
+from server.redaction import RedactingFilter, install_log_redaction, redact, redact_obj
 
 # Fields a record may carry through `extra=`; copied into the JSON line when set.
 CONTEXT_FIELDS = (
@@ -48,7 +48,13 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
             line["exception"] = record.exc_text
-        return json.dumps(line, default=str)
+        # The filter has seen the record, not what is added here (the request
+        # context, a principal id taken from a JWT): every field is redacted.
+        return json.dumps(redact_obj(line), default=_redacted_str)
+
+
+def _redacted_str(value: object) -> str:
+    return redact(str(value))
 
 
 def json_handler(stream: TextIO | None = None) -> logging.Handler:

@@ -28,13 +28,13 @@ async def github_webhook(request: web.Request) -> web.Response:
         return _counted(request, "bad_signature", _answer(401, "signature missing or wrong"))
     delivery_id = request.headers.get("X-GitHub-Delivery", "").strip()
     event = request.headers.get("X-GitHub-Event", "").strip()
-    if not delivery_id or not event or len(delivery_id) > 128:
+    if not delivery_id or not event or len(delivery_id) > 128 or not delivery_id.isprintable():
         return _counted(
             request, "malformed", _answer(400, "X-GitHub-Delivery and X-GitHub-Event are required")
         )
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested past the stack
         return _counted(request, "malformed", _answer(400, "body is not JSON"))
     if not isinstance(payload, dict):
         return _counted(request, "malformed", _answer(400, "body is not a JSON object"))
@@ -42,6 +42,7 @@ async def github_webhook(request: web.Request) -> web.Response:
         outcome = await handle_delivery(
             app_type=app_type,
             delivery_id=delivery_id,
+            body=body,
             event=event,
             payload=payload,
             now=request.app[CLOCK](),

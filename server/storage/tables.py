@@ -115,10 +115,22 @@ class GithubWebhookDelivery(Table, tablename="github_webhook_deliveries"):
     received_at = Timestamptz(default=TimestamptzNow())
 
 
+class GithubWebhookPayload(Table, tablename="github_webhook_payloads"):
+    """Signed bodies already acted on: GitHub's signature covers the body, not the
+    delivery id, so a captured body re-sent under a new id must change nothing."""
+
+    body_sha256 = Text(
+        primary_key=True, help_text="Hex SHA-256 of the app type and the raw, signed body."
+    )
+    delivery_id = Text(help_text="The delivery that first carried it.")
+    received_at = Timestamptz(default=TimestamptzNow())
+
+
 TABLES: tuple[type[Table], ...] = (
     User,
     UserGithubAppToken,
     AuditEvent,
     OAuthState,
     GithubWebhookDelivery,
+    GithubWebhookPayload,
 )

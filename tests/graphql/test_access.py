@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -18,6 +19,7 @@ from tests.helpers import (
     SERVICE,
     STORE,
     VIEWER_TOKEN,
+    Database,
     GraphQLClient,
     MovableClock,
     bearer,
@@ -178,3 +180,37 @@ def test_bearer_helper_makes_tokens_that_expire() -> None:
     token = bearer("alice", Role.USER, ttl=timedelta(seconds=-10)).split(" ")[1]
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["exp"] < datetime.now(UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    "sub",
+    ["alice\x00", "alice\x1b[2J", "line\nbreak", "x" * 256, ""],
+    ids=["nul", "control", "newline", "too-long", "empty"],
+)
+async def test_a_jwt_sub_is_checked_like_a_user_id_before_anything_is_written(
+    gql: GraphQLClient, database: Database, sub: str
+) -> None:
+    """Make sure a signed JWT with an unusable sub is UNAUTHENTICATED and creates no user."""
+    token = _jwt(sub=sub, role="user", exp=4102444800)
+
+    response = await gql.http.post(
+        "/graphql",
+        json={"query": "{ viewer { id githubToken { state } } }"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+    assert response.status == 401
+    assert error_codes(await response.json()) == ["UNAUTHENTICATED"]
+    assert await database.fetch("SELECT id FROM users") == []
+
+
+async def test_a_token_shaped_sub_is_never_logged_in_clear(
+    gql: GraphQLClient, log_output: io.StringIO
+) -> None:
+    """The principal id joins every log line of the request: it is redacted there too."""
+    sub = "ghu_" + "S" * 40
+    await gql.data("{ viewer { id } }", auth=bearer(sub, Role.USER))
+
+    log = log_output.getvalue()
+    assert "principal_id" in log
+    assert "S" * 20 not in log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 
 import pytest
@@ -103,3 +104,44 @@ async def test_a_foreign_cursor_is_a_clear_error(gql: GraphQLClient, cursor: str
     body = await gql.post(TOKENS, {"first": 5, "after": cursor}, auth=ADMIN)
     assert error_codes(body) == ["INVALID_INPUT"]
     assert body["errors"][0]["extensions"]["field"] == "after"
+
+
+AUDIT = "query($after: String) { auditEvents(first: 5, after: $after) { edges { cursor } } }"
+
+
+def _cursor(json_text: str) -> str:
+    return base64.urlsafe_b64encode(json_text.encode()).decode().rstrip("=")
+
+
+HOSTILE_CURSORS = {
+    "deep-json": _cursor("[" * 10_000 + "]" * 10_000),
+    "deep-json-short": _cursor("[" * 150 + "]" * 150),
+    "huge-int": _cursor(f"[{2**64}]"),
+    "past-32-bits": _cursor(f"[{2**31}]"),
+    "huge-negative-int": _cursor(f"[{-(2**70)}]"),
+    "many-digits": _cursor("[" + "9" * 5000 + "]"),
+    "bool": _cursor("[true]"),
+    "float": _cursor("[1.5]"),
+    "nested-key": _cursor('[["2026-01-01T00:00:00+00:00"], "x"]'),
+    "huge-int-in-a-pair": _cursor(f'["2026-01-01T00:00:00+00:00", {2**64}]'),
+}
+
+
+@pytest.mark.parametrize("cursor", HOSTILE_CURSORS.values(), ids=HOSTILE_CURSORS.keys())
+@pytest.mark.parametrize("query", [TOKENS, AUDIT], ids=["githubTokens", "auditEvents"])
+async def test_a_hostile_cursor_is_invalid_input(
+    gql: GraphQLClient, clock: MovableClock, query: str, cursor: str
+) -> None:
+    """Make sure deep JSON, out-of-range integers and odd types in `after` are 4xx, not INTERNAL."""
+    await gql.data(STORE, store_input("alice", now=clock()), auth=SERVICE)
+
+    body = await gql.post(query, {"first": 5, "after": cursor}, auth=ADMIN)
+
+    assert error_codes(body) == ["INVALID_INPUT"], body
+    assert body["errors"][0]["extensions"]["field"] == "after"
+
+
+async def test_the_largest_serial_id_is_still_a_cursor(gql: GraphQLClient) -> None:
+    body = await gql.post(AUDIT, {"after": _cursor(f"[{2**31 - 1}]")}, auth=ADMIN)
+    assert "errors" not in body, body
+    assert body["data"] == {"auditEvents": {"edges": []}}

@@ -7,10 +7,11 @@ import uuid
 from typing import Any
 
 import pytest
-from strawberry.extensions.validation_cache import _get_validate_cache
+from strawberry.schema.schema import validate_document
 
 from server.config import Settings
-from server.graphql.schema import CACHE_SIZE, create_schema
+from server.graphql import schema as schema_module
+from server.graphql.schema import create_schema
 from server.http.app import create_app
 from tests.helpers import ADMIN, Database, GraphQLClient, MovableClock, base_env
 
@@ -120,17 +121,54 @@ async def test_batched_requests_are_refused(make_client: Any) -> None:
     assert response.status == 400
 
 
-async def test_a_repeated_document_is_validated_once() -> None:
+async def test_a_repeated_document_is_validated_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Identical documents reuse their validation; the query limits must not defeat the cache."""
+    validations = []
+
+    def counting_validate(*args: Any) -> list:
+        validations.append(args)
+        return validate_document(*args)
+
+    monkeypatch.setattr(schema_module, "validate_document", counting_validate)
     schema = create_schema(production=True, introspection=False)
-    # Strawberry's ValidationCache keeps one module-level LRU per size.
-    cache = _get_validate_cache(CACHE_SIZE)
     query = f"query Q{uuid.uuid4().hex} {{ __typename }}"
-    before = cache.cache_info()
 
     for _ in range(3):
         result = await schema.execute(query)
         assert result.errors is None
 
-    after = cache.cache_info()
-    assert (after.misses - before.misses, after.hits - before.hits) == (1, 2)
+    assert len(validations) == 1
+
+
+async def test_scanner_probes_find_nothing_in_production(make_client: Any) -> None:
+    """The probes of graphql-cop, sent with a valid token: each one must come back refused."""
+    client = await make_client(GHVAULT_ENV="production")
+
+    duplicated = await client.post("query { " + "__typename \n" * 500 + "}", auth=ADMIN)
+    aliases = "".join(f"alias{i}:__typename \n" for i in range(101))
+    aliased = await client.post("query { " + aliases + " }", auth=ADMIN)
+    directives = await client.post(
+        "query { __typename @aa@aa@aa@aa@aa@aa@aa@aa@aa@aa }", auth=ADMIN
+    )
+    circular = await client.post(
+        "query { __schema { ...A } } fragment A on __Schema { __typename ...B } "
+        "fragment B on __Schema { ...A }",
+        auth=ADMIN,
+    )
+    unhandled = await client.post("qwerty cop { abc }", auth=ADMIN)
+    traced = await client.post("query { __typename }", auth=ADMIN)
+    url_encoded = await client.http.post(
+        "/graphql", params={"query": "query {__typename}"}, headers={"Authorization": ADMIN}
+    )
+    mutation_via_get = await client.http.get(
+        "/graphql", params={"query": "mutation { __typename }"}, headers={"Authorization": ADMIN}
+    )
+
+    assert duplicated["data"] is None
+    assert aliased["data"] is None
+    assert len(directives["errors"]) == 1
+    assert circular.get("errors")
+    assert "exception" not in str(unhandled).lower()
+    assert traced == {"data": {"__typename": "Query"}}
+    assert url_encoded.status == 415
+    assert mutation_via_get.status == 404

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from server.config import ConfigError, Settings, parse_origins
 from server.http.app import create_app
-from tests.helpers import ALICE, base_env
+from tests.helpers import ADMIN, ALICE, base_env
 
 FRONTEND = "https://app.example.com"
 OTHER = "https://evil.example.net"
@@ -104,11 +104,17 @@ async def test_a_refused_origin_gets_the_answer_without_permission_to_read(
 
 
 async def test_error_answers_carry_cors_headers_too(client: TestClient) -> None:
-    """Make sure a 400 reaches the frontend's code, so it can show what was wrong."""
-    response = await client.post("/graphql", data="{not json", headers={"Origin": FRONTEND})
+    """Make sure a 400 or 401 reaches the frontend's code, so it can show what was wrong."""
+    json_headers = {"Origin": FRONTEND, "Content-Type": "application/json"}
+    response = await client.post(
+        "/graphql", data="{not json", headers={**json_headers, "Authorization": ADMIN}
+    )
+    anonymous = await client.post("/graphql", data="{not json", headers=json_headers)
 
     assert response.status == 400
     assert response.headers["Access-Control-Allow-Origin"] == FRONTEND
+    assert anonymous.status == 401
+    assert anonymous.headers["Access-Control-Allow-Origin"] == FRONTEND
 
 
 async def test_the_origin_must_match_exactly(client: TestClient) -> None:

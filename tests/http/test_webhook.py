@@ -320,3 +320,108 @@ async def test_a_chunked_body_over_the_cap_is_too_large(gql: GraphQLClient) -> N
     response = await gql.http.post("/webhooks/github", data=chunks(), headers=_headers(body))
 
     assert response.status == 413
+
+
+async def test_a_signed_body_replayed_under_a_new_delivery_id_changes_nothing(
+    gql: GraphQLClient, clock: MovableClock
+) -> None:
+    """Make sure a captured revocation cannot revoke the user again after they reconnect.
+
+    The signature covers the body, not X-GitHub-Delivery, so anyone holding one
+    signed body could otherwise replay it under ids of their choosing.
+    """
+    await store(gql, clock, "alice", ALICE_GITHUB_ID)
+    captured = revoked_payload()
+    first = await deliver(gql, captured, delivery=str(uuid.uuid4()))
+    assert (first[0], json.loads(first[1])) == (200, {"status": "ok", "revoked": 1})
+    await store(gql, clock, "alice", ALICE_GITHUB_ID)
+
+    for _ in range(3):
+        status, text = await deliver(gql, captured, delivery=str(uuid.uuid4()))
+
+        assert (status, json.loads(text)) == (200, {"status": "duplicate", "revoked": 0})
+    assert (await statuses(gql, ALICE))["STANDARD"] == ("ACTIVE", None)
+    assert len(await webhook_events(gql)) == 1
+
+
+async def test_another_signed_body_for_the_same_user_still_revokes(
+    gql: GraphQLClient, clock: MovableClock
+) -> None:
+    """Replay protection is per body: a different revocation (other fields) is acted on."""
+    await store(gql, clock, "alice", ALICE_GITHUB_ID)
+    await deliver(gql, revoked_payload())
+    await store(gql, clock, "alice", ALICE_GITHUB_ID)
+
+    status, text = await deliver(gql, revoked_payload(login="alice-renamed"))
+
+    assert (status, json.loads(text)) == (200, {"status": "ok", "revoked": 1})
+    assert (await statuses(gql, ALICE))["STANDARD"] == ("REVOKED", "USER_REVOKED")
+
+
+async def test_a_revocation_finds_a_github_id_stored_with_leading_zeros(
+    gql: GraphQLClient, clock: MovableClock, database: Database
+) -> None:
+    """Make sure "07201" is stored as GitHub's 7201, so GitHub's webhook for 7201 revokes it."""
+    variables = store_input(
+        "alice", now=clock(), github_user_id=f"000{ALICE_GITHUB_ID}", github_login="alice-gh"
+    )
+    await gql.data(STORE, variables, auth=SERVICE)
+    rows = await database.fetch("SELECT github_user_id FROM user_github_app_tokens")
+    assert rows == [{"github_user_id": str(ALICE_GITHUB_ID)}]
+
+    status, text = await deliver(gql, revoked_payload())
+
+    assert (status, json.loads(text)) == (200, {"status": "ok", "revoked": 1})
+    assert (await statuses(gql, ALICE))["STANDARD"] == ("REVOKED", "USER_REVOKED")
+
+
+async def test_a_sender_id_spelled_with_leading_zeros_is_the_same_account(
+    gql: GraphQLClient, clock: MovableClock
+) -> None:
+    await store(gql, clock, "alice", ALICE_GITHUB_ID)
+    body = json.dumps({"action": "revoked", "sender": {"id": f"0{ALICE_GITHUB_ID}"}}).encode()
+
+    status, text = await deliver(gql, body)
+
+    assert (status, json.loads(text)) == (200, {"status": "ok", "revoked": 1})
+
+
+async def test_malformed_signature_headers_and_bodies_are_4xx(
+    gql: GraphQLClient, clock: MovableClock, database: Database
+) -> None:
+    """Make sure a non-ASCII signature is a 401 and a deeply nested signed body a 400, not 500."""
+    await store_everyone(gql, clock)
+    body = revoked_payload()
+    headers = {
+        "X-GitHub-Event": "github_app_authorization",
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+    }
+    for signature in ("sha256=" + "é" * 64, "sha256=" + "\u0661" * 64):
+        response = await gql.http.post(
+            "/webhooks/github",
+            data=body,
+            headers={**headers, "X-Hub-Signature-256": signature.encode().decode("latin-1")},
+        )
+        assert response.status == 401
+
+    nested = b'{"action": "revoked", "sender": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5001
+    status, _ = await deliver(gql, nested)
+    assert status == 400
+    await assert_nothing_changed(gql, database)
+
+
+async def test_the_same_body_from_each_app_revokes_each_apps_token(
+    gql: GraphQLClient, clock: MovableClock
+) -> None:
+    """Both apps may send byte-identical bodies; each signature makes its own delivery."""
+    await store(gql, clock, "alice", ALICE_GITHUB_ID)
+    await store(gql, clock, "alice", ALICE_GITHUB_ID, app_type="LITE")
+
+    standard = await deliver(gql, revoked_payload())
+    lite = await deliver(gql, revoked_payload(), secret=WEBHOOK_SECRET_LITE)
+
+    assert json.loads(standard[1]) == json.loads(lite[1]) == {"status": "ok", "revoked": 1}
+    assert await statuses(gql, ALICE) == {
+        "STANDARD": ("REVOKED", "USER_REVOKED"),
+        "LITE": ("REVOKED", "USER_REVOKED"),
+    }
