@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from piccolo.columns.combination import WhereRaw
 from piccolo.custom_types import Combinable
 from piccolo.query.functions.aggregate import Count
 from piccolo.query.functions.string import Lower
+from piccolo.query.methods.select import Select
 from piccolo.querystring import QueryString
 
 from server.domain.enums import AppType, RevocationReason, TokenState
@@ -176,13 +178,18 @@ class TokenFilter:
     github_user_id: str | None = None
 
 
-async def list_statuses(
+def list_query(
     token_filter: TokenFilter, *, first: int, after: str | None, now: datetime
-) -> Page[TokenStatus]:
-    """Stored rows, newest first (created_at, then id, descending)."""
+) -> Select | None:
+    """The SELECT of one page, newest first; None when no row can match.
+
+    Every filter has an index ending in (created_at, id), and the cursor is
+    a row-value bound on that key, so a page walks one index from where the
+    last one stopped instead of scanning and sorting the table.
+    """
     check_page_size(first)
     if token_filter.state is TokenState.NOT_CONNECTED:
-        return Page(items=[], has_next_page=False)
+        return None
     conditions: list[Combinable] = []
     if token_filter.state is not None:
         conditions.append(state_condition(token_filter.state, now))
@@ -200,17 +207,22 @@ async def list_statuses(
             last_id = uuid.UUID(row_id)
         except (TypeError, ValueError, AttributeError):
             raise InvalidInput("after is not a cursor from this list", "after") from None
-        conditions.append(
-            (Token.created_at < last_created)
-            | ((Token.created_at == last_created) & (Token.id < last_id))
-        )
+        conditions.append(WhereRaw("(created_at, id) < ({}, {})", last_created, last_id))
     query = (
         Token.select(*STATUS_COLUMNS)
         .order_by(Token.created_at, Token.id, ascending=False)
         .limit(first + 1)
     )
-    if conditions:
-        query = query.where(*conditions)
+    return query.where(*conditions) if conditions else query
+
+
+async def list_statuses(
+    token_filter: TokenFilter, *, first: int, after: str | None, now: datetime
+) -> Page[TokenStatus]:
+    """Stored rows, newest first (created_at, then id, descending)."""
+    query = list_query(token_filter, first=first, after=after, now=now)
+    if query is None:
+        return Page(items=[], has_next_page=False)
     rows = await query
     return paginate(
         [status_from_row(row, now) for row in rows],
