@@ -1,10 +1,11 @@
 """The server process of the benchmark: ghvault on 127.0.0.1, an ephemeral port.
 
 Started by `bench/bench.py` with the settings in its environment, like
-`ghvault serve`, with two differences: the port is chosen by the OS and
-printed as ``listening <port>`` once the socket accepts connections, and
-logging stops at WARNING (the per-request INFO lines would otherwise be part
-of what is measured). Options select the baselines:
+`ghvault serve`, with one difference: the port is chosen by the OS and
+printed as ``listening <port>`` once the socket accepts connections. Logs are
+`ghvault serve`'s: JSON lines at INFO on stderr, an access line per request,
+since that is how operators run it (``--log-level WARNING`` leaves them out).
+Options select the baselines:
 
 ``--engine piccolo-sqlite``
     Piccolo's stock SQLiteEngine (a connection per query, no pragmas)
@@ -90,8 +91,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", choices=ENGINES, default="default")
     parser.add_argument("--no-graphql-caches", dest="graphql_caches", action="store_false")
+    parser.add_argument("--log-level", choices=("INFO", "WARNING"), default="INFO")
     args = parser.parse_args(argv)
-    configure_logging(logging.WARNING)
+    configure_logging(getattr(logging, args.log_level))
     asyncio.run(serve(args.engine, args.graphql_caches))
 
 
