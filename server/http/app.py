@@ -9,6 +9,7 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from typing import TypeGuard
 
 import asyncpg
 from aiohttp import web
@@ -42,6 +43,7 @@ from server.http.appkeys import (
     REQUEST_ID,
     SETTINGS,
     TOKEN_CHANGES,
+    VERIFIED_TOKENS,
 )
 from server.http.cors import cors_middleware
 from server.http.forwarded import client_address
@@ -57,6 +59,7 @@ from server.http.websocket import (
     expiry_of,
 )
 from server.jwks import JwksKeys
+from server.jwt_cache import VerifiedTokens
 from server.redaction import redact
 from server.storage import engines
 from server.storage.migration_state import DatabaseNotReady, check_schema, schema_problem
@@ -96,11 +99,18 @@ def _holds_nul(value: object) -> bool:
 async def _authenticate(app: web.Application, authorization: str) -> Principal:
     """The principal of a bearer JWT, by the same rules for requests and sockets."""
     key = await app[JWKS].key_for(bearer_token(authorization)) if JWKS in app else None
-    return authenticate(authorization, app[SETTINGS].jwt, key=key)
+    return authenticate(authorization, app[SETTINGS].jwt, key=key, cache=app[VERIFIED_TOKENS])
 
 
 class GhvaultGraphQLView(GraphQLView[Context, None]):
     websocket_adapter_class = WebSocketAdapter
+
+    def is_websocket_request(self, request: web.Request) -> TypeGuard[web.Request]:
+        # Strawberry builds a WebSocketResponse and tries a handshake on every
+        # request to find out; a plain POST has no Upgrade header to begin with.
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return False
+        return super().is_websocket_request(request)
 
     def decode_json(self, data: str | bytes) -> object:
         decoded = json.loads(data)
@@ -305,6 +315,7 @@ def create_app(
     if settings.jwt.jwks_url is not None:
         app[JWKS] = JwksKeys(settings.jwt.jwks_url)
     app[TOKEN_CHANGES] = TokenChanges()
+    app[VERIFIED_TOKENS] = VerifiedTokens()
     if engine is None:
         app[ENGINE] = engines.create_engine(settings.database)
         app.cleanup_ctx.append(_database_context)
