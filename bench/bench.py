@@ -69,6 +69,7 @@ from piccolo.engine.postgres import PostgresEngine
 
 from bench import load
 from bench import profile as profiling
+from bench import scale as scaling
 from server.auth import Principal
 from server.clock import utc_now
 from server.config import Settings
@@ -132,6 +133,8 @@ class Options:
     baselines: bool
     profile: Path | None
     scenarios: tuple[str, ...]
+    scale: int | None
+    repeat: int
 
 
 DEFAULTS = {
@@ -187,6 +190,15 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         help="load generator of the timed scenarios (default: wrk when installed)",
     )
     parser.add_argument(
+        "--scale",
+        type=int,
+        metavar="N",
+        help="instead of throughput: each query's latency at 1,000 and at N tokens",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=20, help="requests per operation with --scale (default 20)"
+    )
+    parser.add_argument(
         "--only",
         metavar="NAMES",
         help="comma-separated scenarios to run: " + ", ".join(SHORT_NAMES) + " (default all)",
@@ -223,6 +235,8 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         baselines=args.baselines,
         profile=args.profile,
         scenarios=_chosen_scenarios(parser, args.only),
+        scale=args.scale,
+        repeat=args.repeat,
     )
 
 
@@ -848,6 +862,51 @@ async def run(options: Options, facts: dict[str, str]) -> list[Row]:
         return rows
 
 
+async def run_scale(options: Options, facts: dict[str, str]) -> list[scaling.ScaleResult]:
+    """Each engine in turn: seed 1,000 users, time every query, grow to N, time again."""
+    assert options.scale is not None
+    keyring = Settings.from_env(base_env()).keyring
+    copies = max(1, options.scale // scaling.BASE_USERS - 1)
+    results = []
+    async with AsyncExitStack() as stack:
+        fake = await stack.enter_async_context(start_fake_github())
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ghvault-scale-")))
+        targets = [Target(POOLED, sqlite_url(directory / "scale.sqlite"))]
+        if options.postgres_url:
+            url, version = await stack.enter_async_context(throwaway_postgres(options.postgres_url))
+            facts["PostgreSQL"] = version
+            targets.append(Target(POSTGRES, url))
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS))
+        )
+        for target in targets:
+            progress(f"{target.engine}: migrating and seeding {scaling.BASE_USERS} users")
+            await asyncio.to_thread(migrate, target.database_url)
+            engine: Engine = (
+                PooledSQLiteEngine(target.database_url.removeprefix("sqlite:///"))
+                if target.engine == POOLED
+                else PostgresEngine(config={"dsn": target.database_url})
+            )
+            await scaling.seed(engine, keyring)
+            env = settings_env(target.database_url, fake)
+            async with running_server(target, env, directory / "servers.log") as base_url:
+                scale = scaling.Scale(random.Random(options.seed))  # noqa: S311 -- not secrets
+                progress(f"{target.engine}: timing every operation at 1k")
+                at_base = await scaling.measure(scale, session, base_url, 0, options.repeat)
+                progress(f"{target.engine}: growing to {options.scale:,} by SQL copies")
+                started = time.perf_counter()
+                await scaling.grow(target.database_url, copies)
+                grow_seconds = time.perf_counter() - started
+                progress(f"{target.engine}: timing every operation at {options.scale:,}")
+                at_scale = await scaling.measure(scale, session, base_url, copies, options.repeat)
+                rss = scaling.peak_rss_mb(SERVER_PIDS[target.engine])
+            rows = await scaling.count_tokens(target.database_url)
+            results.append(
+                scaling.ScaleResult(target.engine, rows, at_base, at_scale, grow_seconds, rss)
+            )
+    return results
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -988,6 +1047,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
     logging.getLogger().setLevel(logging.WARNING)
     facts = machine_facts()
+    if options.scale is not None:
+        results = asyncio.run(run_scale(options, facts))
+        print(f"command:   {shlex.join(sys.orig_argv)}")
+        print("machine:   " + ", ".join(f"{name} {value}" for name, value in facts.items()))
+        print(f"libraries: {library_versions()}\n")
+        print(scaling.format_results(results))
+        return 0
     rows = asyncio.run(run(options, facts))
     print(report(options, facts, rows))
     # The stock engine is the baseline: its errors are a result, not a failure of ghvault.
