@@ -39,6 +39,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            # Tells apart the processes of `ghvault serve --workers N`.
+            "pid": record.process,
         }
         for name, value in current_fields().items():
             line[name] = value
