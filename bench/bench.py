@@ -85,10 +85,17 @@ from tests.helpers import access_token, base_env, bearer, github_env, migrate, r
 STOCK = "sqlite-stock"
 POOLED = "sqlite-pooled"
 POSTGRES = "postgres"
+POOLED_2 = "sqlite-pooled x2"
+POSTGRES_2 = "postgres x2"
 
 SQLITE_CEILING = "sqlite-ceiling"
 POSTGRES_CEILING = "postgres-ceiling"
-CEILING_OF = {POOLED: SQLITE_CEILING, POSTGRES: POSTGRES_CEILING}
+CEILING_OF = {
+    POOLED: SQLITE_CEILING,
+    POOLED_2: SQLITE_CEILING,
+    POSTGRES: POSTGRES_CEILING,
+    POSTGRES_2: POSTGRES_CEILING,
+}
 
 FLOOR = "http floor (GET /healthz)"
 STATUS = "status"
@@ -784,7 +791,10 @@ async def prepare_sqlite(
     await asyncio.to_thread(migrate, sqlite_url(template))
     await seed(PooledSQLiteEngine(str(template)), keyring, steady_tokens(options.users, utc_now()))
     targets = []
-    configurations = [("pooled", POOLED, (), (FLOOR, STATUS, CHECKOUT, REFRESH))]
+    configurations = [
+        ("pooled", POOLED, (), (FLOOR, STATUS, CHECKOUT, REFRESH)),
+        ("pooled-2", POOLED_2, ("--workers", "2"), (STATUS,)),
+    ]
     if options.baselines:
         configurations += [
             ("stock", STOCK, ("--engine", "piccolo-sqlite"), (STATUS, CHECKOUT, REFRESH)),
@@ -817,6 +827,7 @@ async def prepare_postgres(
     await seed(PostgresEngine(config={"dsn": url}), keyring, tokens)
     return [
         Target(POSTGRES, url),
+        Target(POSTGRES_2, url, ("--workers", "2"), (STATUS,)),
         Target(POSTGRES_CEILING, url, (), (CEILING,), module="bench.ceiling"),
     ]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -31,6 +32,7 @@ from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from server.config import Settings
 from server.http.app import GhvaultGraphQLView, create_app
 from server.http.logs import RedactingAccessLogger, configure_logging
+from server.http.workers import run_workers
 from server.storage import engines, sqlite_pool
 
 ENGINES = ("default", "piccolo-sqlite")
@@ -66,7 +68,7 @@ def _is_cache(factory: object) -> bool:
     return isinstance(extension, ParserCache | ValidationCache)
 
 
-async def serve(engine_kind: str, graphql_caches: bool) -> None:
+async def serve(engine_kind: str, graphql_caches: bool, port: int = 0) -> None:
     settings = Settings.from_env(os.environ)
     engine = stock_sqlite_engine(settings) if engine_kind == "piccolo-sqlite" else None
     app = create_app(settings, engine=engine)
@@ -75,7 +77,7 @@ async def serve(engine_kind: str, graphql_caches: bool) -> None:
     runner = web.AppRunner(app, access_log_class=RedactingAccessLogger)
     await runner.setup()
     try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        await web.TCPSite(runner, "127.0.0.1", port, reuse_port=port != 0 or None).start()
         port = runner.addresses[0][1]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -92,9 +94,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--engine", choices=ENGINES, default="default")
     parser.add_argument("--no-graphql-caches", dest="graphql_caches", action="store_false")
     parser.add_argument("--log-level", choices=("INFO", "WARNING"), default="INFO")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port, as `ghvault serve`"
+    )
     args = parser.parse_args(argv)
+    if args.workers > 1:
+        worker = functools.partial(_worker, args.engine, args.graphql_caches, args.log_level)
+        raise SystemExit(run_workers(args.workers, "127.0.0.1", 0, worker))
     configure_logging(getattr(logging, args.log_level))
     asyncio.run(serve(args.engine, args.graphql_caches))
+
+
+def _worker(engine_kind: str, graphql_caches: bool, log_level: str, host: str, port: int) -> int:
+    configure_logging(getattr(logging, log_level))
+    asyncio.run(serve(engine_kind, graphql_caches, port))
+    return 0
 
 
 if __name__ == "__main__":
