@@ -67,6 +67,9 @@ import asyncpg
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 
+from bench import load
+from bench import profile as profiling
+from bench import scale as scaling
 from server.auth import Principal
 from server.clock import utc_now
 from server.config import Settings
@@ -76,20 +79,31 @@ from server.domain.errors import Refusal
 from server.domain.tokens import StoreTokenInput, store_token
 from server.storage import engines
 from server.storage.sqlite_pool import PooledSQLiteEngine
-from tests.conftest import base_env, bearer, github_env, migrate
 from tests.fake_github import STANDARD_APP, FakeGitHub, start_fake_github
-from tests.helpers import access_token, refresh_token
+from tests.helpers import access_token, base_env, bearer, github_env, migrate, refresh_token
 
 STOCK = "sqlite-stock"
 POOLED = "sqlite-pooled"
 POSTGRES = "postgres"
+POOLED_2 = "sqlite-pooled x2"
+POSTGRES_2 = "postgres x2"
+
+SQLITE_CEILING = "sqlite-ceiling"
+POSTGRES_CEILING = "postgres-ceiling"
+CEILING_OF = {
+    POOLED: SQLITE_CEILING,
+    POOLED_2: SQLITE_CEILING,
+    POSTGRES: POSTGRES_CEILING,
+    POSTGRES_2: POSTGRES_CEILING,
+}
 
 FLOOR = "http floor (GET /healthz)"
 STATUS = "status"
+CEILING = "status ceiling (bench/ceiling.py)"
 STATUS_UNCACHED = "status, no parse/validation cache"
 CHECKOUT = "checkout"
 REFRESH = "refresh"
-SCENARIOS = (FLOOR, STATUS, STATUS_UNCACHED, CHECKOUT, REFRESH)
+SCENARIOS = (FLOOR, STATUS, CEILING, STATUS_UNCACHED, CHECKOUT, REFRESH)
 
 STATUS_QUERY = "query Status { viewer { githubToken { state } } }"
 CHECKOUT_MUTATION = """
@@ -122,12 +136,18 @@ class Options:
     burst: int
     postgres_url: str | None
     seed: int
+    load: str  # "wrk" | "python"
+    baselines: bool
+    profile: Path | None
+    scenarios: tuple[str, ...]
+    scale: int | None
+    repeat: int
 
 
 DEFAULTS = {
-    "duration": 5.0,
-    "warmup": 1.0,
-    "concurrency": 16,
+    "duration": 10.0,
+    "warmup": 2.0,
+    "concurrency": 32,
     "users": 1000,
     "refresh_users": 20,
     "burst": 50,
@@ -148,10 +168,10 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         description="Throughput and latency of ghvault's hot paths over HTTP.",
     )
     parser.add_argument(
-        "--duration", type=float, help="seconds measured per timed scenario (default 5)"
+        "--duration", type=float, help="seconds measured per timed scenario (default 10)"
     )
-    parser.add_argument("--warmup", type=float, help="unmeasured seconds before each (default 1)")
-    parser.add_argument("--concurrency", type=int, help="requests in flight (default 16)")
+    parser.add_argument("--warmup", type=float, help="unmeasured seconds before each (default 2)")
+    parser.add_argument("--concurrency", type=int, help="requests in flight (default 32)")
     parser.add_argument("--users", type=int, help="users with stored tokens (default 1000)")
     parser.add_argument(
         "--refresh-users", type=int, help="users refreshed in the refresh scenario (default 20)"
@@ -170,6 +190,37 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument(
         "--quick", action="store_true", help="a tiny run, to check that everything works"
     )
+    parser.add_argument(
+        "--load",
+        choices=("wrk", "python"),
+        default="wrk" if load.available() else "python",
+        help="load generator of the timed scenarios (default: wrk when installed)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=int,
+        metavar="N",
+        help="instead of throughput: each query's latency at 1,000 and at N tokens",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=20, help="requests per operation with --scale (default 20)"
+    )
+    parser.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="comma-separated scenarios to run: " + ", ".join(SHORT_NAMES) + " (default all)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        type=Path,
+        help="record a py-spy profile of each server during the status scenario into DIR",
+    )
+    parser.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also Piccolo's stock SQLite engine and the status read without GraphQL caches",
+    )
     args = parser.parse_args(argv)
     base = QUICK if args.quick else DEFAULTS
     chosen = {name: getattr(args, name) for name in DEFAULTS}
@@ -187,7 +238,33 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         burst=int(values["burst"]),
         postgres_url=args.postgres,
         seed=args.seed,
+        load=args.load,
+        baselines=args.baselines,
+        profile=args.profile,
+        scenarios=_chosen_scenarios(parser, args.only),
+        scale=args.scale,
+        repeat=args.repeat,
     )
+
+
+SHORT_NAMES = {
+    "floor": FLOOR,
+    "status": STATUS,
+    "ceiling": CEILING,
+    "uncached": STATUS_UNCACHED,
+    "checkout": CHECKOUT,
+    "refresh": REFRESH,
+}
+
+
+def _chosen_scenarios(parser: argparse.ArgumentParser, only: str | None) -> tuple[str, ...]:
+    if not only:
+        return SCENARIOS
+    names = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SHORT_NAMES]
+    if unknown:
+        parser.error(f"--only: unknown scenario(s) {', '.join(unknown)}")
+    return tuple(scenario for scenario in SCENARIOS if scenario in {SHORT_NAMES[n] for n in names})
 
 
 # ---------------------------------------------------------------- requests and measurement
@@ -234,6 +311,19 @@ class Row:
     p95: float
     p99: float
     note: str = ""
+
+    @classmethod
+    def of_wrk(cls, scenario: str, engine: str, result: load.WrkResult) -> Row:
+        return cls(
+            scenario,
+            engine,
+            result.requests,
+            result.errors,
+            result.rate,
+            result.p50,
+            result.p95,
+            result.p99,
+        )
 
     @classmethod
     def of(cls, scenario: str, engine: str, sample: Sample, note: str = "") -> Row:
@@ -517,26 +607,37 @@ class Target:
     database_url: str
     serve_args: tuple[str, ...] = ()
     scenarios: tuple[str, ...] = (STATUS, CHECKOUT, REFRESH)
+    module: str = "bench.serve"
+
+
+# Process id of each running server, by its label in the results (for profiles).
+SERVER_PIDS: dict[str, int] = {}
 
 
 @asynccontextmanager
-async def running_server(target: Target, env: dict[str, str]) -> AsyncIterator[str]:
-    """Start `bench/serve.py` for `target`; yield its base URL; stop it on exit."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.serve",
-        *target.serve_args,
-        cwd=PROJECT_ROOT,
-        env={"PATH": os.environ.get("PATH", ""), **env},
-        stdout=asyncio.subprocess.PIPE,
-    )
+async def running_server(target: Target, env: dict[str, str], log_path: Path) -> AsyncIterator[str]:
+    """Start `target.module` for `target`; yield its base URL; stop it on exit.
+
+    The server's logs (INFO, as `ghvault serve` writes them) go to `log_path`.
+    """
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            target.module,
+            *target.serve_args,
+            cwd=PROJECT_ROOT,
+            env={"PATH": os.environ.get("PATH", ""), **env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+        )
     try:
         assert process.stdout is not None
         line = await asyncio.wait_for(process.stdout.readline(), SERVER_START_TIMEOUT_SECONDS)
         if not line.startswith(b"listening "):
             code = await process.wait()
             raise RuntimeError(f"the {target.engine} server did not start (exit code {code})")
+        SERVER_PIDS[target.engine] = process.pid
         yield f"http://127.0.0.1:{int(line.split()[1])}"
     finally:
         if process.returncode is None:
@@ -569,9 +670,11 @@ class Bench:
     ) -> Row:
         if scenario == FLOOR:
             call = Call("GET", "/healthz", None, {}, check_healthz)
+            if self.options.load == "wrk":
+                return await self.wrk(scenario, engine, base_url, [call], expect='"ok"')
             sample = await drive_for(session, base_url, lambda: call, self.options)
             return Row.of(scenario, engine, sample)
-        if scenario in (STATUS, STATUS_UNCACHED):
+        if scenario in (STATUS, STATUS_UNCACHED, CEILING):
             return await self.status(scenario, engine, session, base_url)
         if scenario == CHECKOUT:
             return await self.checkout(engine, session, base_url)
@@ -589,8 +692,49 @@ class Bench:
         # A user's first status read in a process also creates the user row (a write):
         # read once as every user first, so the measurement is of steady-state reads.
         await drive_all(session, base_url, calls, concurrency=self.options.concurrency)
+        if self.options.load == "wrk":
+            return await self.wrk(scenario, engine, base_url, calls, expect='"ACTIVE"')
         sample = await drive_for(session, base_url, lambda: self.rng.choice(calls), self.options)
         return Row.of(scenario, engine, sample)
+
+    async def wrk(
+        self, scenario: str, engine: str, base_url: str, calls: Sequence[Call], *, expect: str
+    ) -> Row:
+        """Warm up, then measure, with wrk picking one of `calls` at random per request."""
+        requests = [
+            load.Request(
+                call.method,
+                call.path,
+                call.headers,
+                call.body.decode() if call.body is not None else None,
+            )
+            for call in calls
+        ]
+
+        def measure(duration: float) -> load.WrkResult:
+            return load.run(
+                base_url,
+                requests,
+                expect=expect,
+                duration=duration,
+                connections=self.options.concurrency,
+                seed=self.options.seed,
+            )
+
+        if self.options.warmup > 0:
+            await asyncio.to_thread(measure, self.options.warmup)
+        measured = asyncio.create_task(asyncio.to_thread(measure, self.options.duration))
+        if self.options.profile and scenario in (STATUS, CHECKOUT) and engine in SERVER_PIDS:
+            await self.profile(f"{scenario}-{engine}", SERVER_PIDS[engine])
+        return Row.of_wrk(scenario, engine, await measured)
+
+    async def profile(self, name: str, pid: int) -> None:
+        """Sample the server for most of the measured time; print the inclusive shares."""
+        assert self.options.profile is not None
+        self.options.profile.mkdir(parents=True, exist_ok=True)
+        raw = self.options.profile / f"{name}.txt"
+        await profiling.record(pid, max(1.0, self.options.duration - 2), raw)
+        print(profiling.format_summary(name, profiling.summary(raw)), file=sys.stderr)
 
     async def checkout(self, engine: str, session: aiohttp.ClientSession, base_url: str) -> Row:
         calls = [
@@ -602,6 +746,8 @@ class Bench:
             )
             for index in range(self.options.users)
         ]
+        if self.options.load == "wrk":
+            return await self.wrk(CHECKOUT, engine, base_url, calls, expect="CheckoutSuccess")
         sample = await drive_for(session, base_url, lambda: self.rng.choice(calls), self.options)
         return Row.of(CHECKOUT, engine, sample)
 
@@ -645,23 +791,33 @@ async def prepare_sqlite(
     await asyncio.to_thread(migrate, sqlite_url(template))
     await seed(PooledSQLiteEngine(str(template)), keyring, steady_tokens(options.users, utc_now()))
     targets = []
-    for name, engine, serve_args, scenarios in (
-        ("stock", STOCK, ("--engine", "piccolo-sqlite"), (FLOOR, STATUS, CHECKOUT, REFRESH)),
-        ("pooled", POOLED, (), (STATUS, CHECKOUT, REFRESH)),
-        ("uncached", POOLED, ("--no-graphql-caches",), (STATUS_UNCACHED,)),
-    ):
+    configurations = [
+        ("pooled", POOLED, (), (FLOOR, STATUS, CHECKOUT, REFRESH)),
+        ("pooled-2", POOLED_2, ("--workers", "2"), (STATUS,)),
+    ]
+    if options.baselines:
+        configurations += [
+            ("stock", STOCK, ("--engine", "piccolo-sqlite"), (STATUS, CHECKOUT, REFRESH)),
+            ("uncached", POOLED, ("--no-graphql-caches",), (STATUS_UNCACHED,)),
+        ]
+    for name, engine, serve_args, scenarios in configurations:
         path = directory / f"{name}.sqlite"
         shutil.copyfile(template, path)
         if REFRESH in scenarios:
             refreshing = near_expiry_tokens(fake, options.refresh_users, utc_now())
             await seed(PooledSQLiteEngine(str(path)), keyring, refreshing)
         targets.append(Target(engine, sqlite_url(path), serve_args, scenarios))
+        if engine == POOLED and not serve_args:
+            # The ceiling reads the same file, with the driver alone.
+            targets.append(
+                Target(SQLITE_CEILING, sqlite_url(path), (), (CEILING,), module="bench.ceiling")
+            )
     return targets
 
 
 async def prepare_postgres(
     url: str, fake: FakeGitHub, keyring: Keyring, options: Options
-) -> Target:
+) -> list[Target]:
     progress(f"migrating and seeding PostgreSQL with {options.users} users")
     await asyncio.to_thread(migrate, url)
     now = utc_now()
@@ -669,7 +825,11 @@ async def prepare_postgres(
         fake, options.refresh_users, now
     )
     await seed(PostgresEngine(config={"dsn": url}), keyring, tokens)
-    return Target(POSTGRES, url)
+    return [
+        Target(POSTGRES, url),
+        Target(POSTGRES_2, url, ("--workers", "2"), (STATUS,)),
+        Target(POSTGRES_CEILING, url, (), (CEILING,), module="bench.ceiling"),
+    ]
 
 
 async def run(options: Options, facts: dict[str, str]) -> list[Row]:
@@ -687,10 +847,11 @@ async def run(options: Options, facts: dict[str, str]) -> list[Row]:
         if options.postgres_url:
             url, version = await stack.enter_async_context(throwaway_postgres(options.postgres_url))
             facts["PostgreSQL"] = version
-            targets.append(await prepare_postgres(url, fake, keyring, options))
+            targets += await prepare_postgres(url, fake, keyring, options)
+        log_path = directory / "servers.log"
         base_urls = [
             await stack.enter_async_context(
-                running_server(target, settings_env(target.database_url, fake))
+                running_server(target, settings_env(target.database_url, fake), log_path)
             )
             for target in targets
         ]
@@ -702,7 +863,7 @@ async def run(options: Options, facts: dict[str, str]) -> list[Row]:
         )
         bench = Bench(options, fake, random.Random(options.seed))  # noqa: S311 -- not for secrets
         rows = []
-        for scenario in SCENARIOS:
+        for scenario in options.scenarios:
             for target, base_url in zip(targets, base_urls, strict=True):
                 if scenario in target.scenarios:
                     progress(f"{scenario} on {target.engine}")
@@ -710,6 +871,51 @@ async def run(options: Options, facts: dict[str, str]) -> list[Row]:
                         await bench.run_scenario(scenario, target.engine, session, base_url)
                     )
         return rows
+
+
+async def run_scale(options: Options, facts: dict[str, str]) -> list[scaling.ScaleResult]:
+    """Each engine in turn: seed 1,000 users, time every query, grow to N, time again."""
+    assert options.scale is not None
+    keyring = Settings.from_env(base_env()).keyring
+    copies = max(1, options.scale // scaling.BASE_USERS - 1)
+    results = []
+    async with AsyncExitStack() as stack:
+        fake = await stack.enter_async_context(start_fake_github())
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ghvault-scale-")))
+        targets = [Target(POOLED, sqlite_url(directory / "scale.sqlite"))]
+        if options.postgres_url:
+            url, version = await stack.enter_async_context(throwaway_postgres(options.postgres_url))
+            facts["PostgreSQL"] = version
+            targets.append(Target(POSTGRES, url))
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS))
+        )
+        for target in targets:
+            progress(f"{target.engine}: migrating and seeding {scaling.BASE_USERS} users")
+            await asyncio.to_thread(migrate, target.database_url)
+            engine: Engine = (
+                PooledSQLiteEngine(target.database_url.removeprefix("sqlite:///"))
+                if target.engine == POOLED
+                else PostgresEngine(config={"dsn": target.database_url})
+            )
+            await scaling.seed(engine, keyring)
+            env = settings_env(target.database_url, fake)
+            async with running_server(target, env, directory / "servers.log") as base_url:
+                scale = scaling.Scale(random.Random(options.seed))  # noqa: S311 -- not secrets
+                progress(f"{target.engine}: timing every operation at 1k")
+                at_base = await scaling.measure(scale, session, base_url, 0, options.repeat)
+                progress(f"{target.engine}: growing to {options.scale:,} by SQL copies")
+                started = time.perf_counter()
+                await scaling.grow(target.database_url, copies)
+                grow_seconds = time.perf_counter() - started
+                progress(f"{target.engine}: timing every operation at {options.scale:,}")
+                at_scale = await scaling.measure(scale, session, base_url, copies, options.repeat)
+                rss = scaling.peak_rss_mb(SERVER_PIDS[target.engine])
+            rows = await scaling.count_tokens(target.database_url)
+            results.append(
+                scaling.ScaleResult(target.engine, rows, at_base, at_scale, grow_seconds, rss)
+            )
+    return results
 
 
 # ---------------------------------------------------------------- report
@@ -802,6 +1008,14 @@ def comparisons(rows: Sequence[Row]) -> list[str]:
             row = by_key.get((scenario, engine))
             if baseline and row:
                 lines.append(f"{scenario}: {engine} vs {STOCK}: {_versus(row, baseline)}")
+    for engine, ceiling_engine in CEILING_OF.items():
+        status, ceiling = by_key.get((STATUS, engine)), by_key.get((CEILING, ceiling_engine))
+        if status and ceiling and ceiling.rate:
+            lines.append(
+                f"status on {engine} / its ceiling: ratio {status.rate / ceiling.rate:.2f} "
+                f"({status.rate:.0f} vs {ceiling.rate:.0f} req/s), "
+                f"p99/p50 {status.p99 / status.p50:.1f} vs {ceiling.p99 / ceiling.p50:.1f}"
+            )
     cached, uncached = by_key.get((STATUS, POOLED)), by_key.get((STATUS_UNCACHED, POOLED))
     if cached and uncached:
         lines.append(
@@ -820,7 +1034,8 @@ def report(options: Options, facts: dict[str, str], rows: Sequence[Row]) -> str:
     settings = (
         f"{options.duration:g} s measured after {options.warmup:g} s warm-up per timed "
         f"scenario, {options.concurrency} in flight, {options.users} users; refresh: "
-        f"{options.refresh_users} users x {options.burst} simultaneous checkouts"
+        f"{options.refresh_users} users x {options.burst} simultaneous checkouts; "
+        f"load generator {options.load}"
     )
     lines = [
         f"command:   {shlex.join(sys.orig_argv)}",
@@ -843,6 +1058,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
     logging.getLogger().setLevel(logging.WARNING)
     facts = machine_facts()
+    if options.scale is not None:
+        results = asyncio.run(run_scale(options, facts))
+        print(f"command:   {shlex.join(sys.orig_argv)}")
+        print("machine:   " + ", ".join(f"{name} {value}" for name, value in facts.items()))
+        print(f"libraries: {library_versions()}\n")
+        print(scaling.format_results(results))
+        return 0
     rows = asyncio.run(run(options, facts))
     print(report(options, facts, rows))
     # The stock engine is the baseline: its errors are a result, not a failure of ghvault.

@@ -1,10 +1,11 @@
 """The server process of the benchmark: ghvault on 127.0.0.1, an ephemeral port.
 
 Started by `bench/bench.py` with the settings in its environment, like
-`ghvault serve`, with two differences: the port is chosen by the OS and
-printed as ``listening <port>`` once the socket accepts connections, and
-logging stops at WARNING (the per-request INFO lines would otherwise be part
-of what is measured). Options select the baselines:
+`ghvault serve`, with one difference: the port is chosen by the OS and
+printed as ``listening <port>`` once the socket accepts connections. Logs are
+`ghvault serve`'s: JSON lines at INFO on stderr, an access line per request,
+since that is how operators run it (``--log-level WARNING`` leaves them out).
+Options select the baselines:
 
 ``--engine piccolo-sqlite``
     Piccolo's stock SQLiteEngine (a connection per query, no pragmas)
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -30,6 +32,7 @@ from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from server.config import Settings
 from server.http.app import GhvaultGraphQLView, create_app
 from server.http.logs import RedactingAccessLogger, configure_logging
+from server.http.workers import run_workers
 from server.storage import engines, sqlite_pool
 
 ENGINES = ("default", "piccolo-sqlite")
@@ -65,7 +68,7 @@ def _is_cache(factory: object) -> bool:
     return isinstance(extension, ParserCache | ValidationCache)
 
 
-async def serve(engine_kind: str, graphql_caches: bool) -> None:
+async def serve(engine_kind: str, graphql_caches: bool, port: int = 0) -> None:
     settings = Settings.from_env(os.environ)
     engine = stock_sqlite_engine(settings) if engine_kind == "piccolo-sqlite" else None
     app = create_app(settings, engine=engine)
@@ -74,7 +77,7 @@ async def serve(engine_kind: str, graphql_caches: bool) -> None:
     runner = web.AppRunner(app, access_log_class=RedactingAccessLogger)
     await runner.setup()
     try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        await web.TCPSite(runner, "127.0.0.1", port, reuse_port=port != 0 or None).start()
         port = runner.addresses[0][1]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -90,9 +93,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", choices=ENGINES, default="default")
     parser.add_argument("--no-graphql-caches", dest="graphql_caches", action="store_false")
+    parser.add_argument("--log-level", choices=("INFO", "WARNING"), default="INFO")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port, as `ghvault serve`"
+    )
     args = parser.parse_args(argv)
-    configure_logging(logging.WARNING)
+    if args.workers > 1:
+        worker = functools.partial(_worker, args.engine, args.graphql_caches, args.log_level)
+        raise SystemExit(run_workers(args.workers, "127.0.0.1", 0, worker))
+    configure_logging(getattr(logging, args.log_level))
     asyncio.run(serve(args.engine, args.graphql_caches))
+
+
+def _worker(engine_kind: str, graphql_caches: bool, log_level: str, host: str, port: int) -> int:
+    configure_logging(getattr(logging, log_level))
+    asyncio.run(serve(engine_kind, graphql_caches, port))
+    return 0
 
 
 if __name__ == "__main__":

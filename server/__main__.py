@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host", help="address to listen on (default: HOST, else 127.0.0.1)")
     serve.add_argument("--port", type=_port, help="port to listen on (default: PORT, else 8080)")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="server processes sharing the port (SO_REUSEPORT; default 1)",
+    )
     serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser("migrate", help="run every pending migration (forwards all)")
@@ -239,17 +245,35 @@ def _refresh_due(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(os.environ)
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    if args.workers == 1:
+        return _serve_one(host, port)
+    from server.http.workers import run_workers
+
+    return run_workers(args.workers, host, port, _serve_worker)
+
+
+def _serve_worker(host: str, port: int) -> int:
+    """One of several workers: the same server, on a port shared with the others."""
+    try:
+        return _serve_one(host, port, reuse_port=True)
+    except ConfigError as exc:
+        print(f"ghvault: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve_one(host: str, port: int, *, reuse_port: bool = False) -> int:
     from server.http.app import create_app
     from server.http.logs import configure_logging
     from server.http.server import CannotListen, serve
     from server.storage.migration_state import DatabaseNotReady
 
     settings = Settings.from_env(os.environ)
-    host = args.host or settings.host
-    port = settings.port if args.port is None else args.port
     configure_logging()
     try:
-        asyncio.run(serve(create_app(settings), host=host, port=port))
+        asyncio.run(serve(create_app(settings), host=host, port=port, reuse_port=reuse_port))
     except (CannotListen, DatabaseNotReady) as exc:
         print(f"ghvault: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ from jwt import PyJWK
 from server.config import JwtConfig
 from server.domain.enums import Role
 from server.identifiers import MAX_USER_ID_LENGTH, is_user_id
+from server.jwt_cache import VerifiedTokens
 
 ROLE_VALUES = frozenset(role.value for role in Role)
 
@@ -35,12 +36,18 @@ class Principal:
 
 
 def authenticate(
-    authorization: str | None, config: JwtConfig, *, key: PyJWK | None = None
+    authorization: str | None,
+    config: JwtConfig,
+    *,
+    key: PyJWK | None = None,
+    cache: VerifiedTokens | None = None,
 ) -> Principal:
     """Verify the bearer JWT and return its principal.
 
     `key` is the identity provider's key for this token (from its JWKS);
-    without one, the configured secret or public key verifies.
+    without one, the configured secret or public key verifies. With
+    `cache`, a token verified before with the same settings and key is not
+    verified again until its `exp` (see server.jwt_cache).
     """
     token = bearer_token(authorization)
     verifier: PyJWK | bytes | str | None = key
@@ -48,6 +55,9 @@ def authenticate(
         verifier = config.secret if config.secret is not None else config.public_key
     if verifier is None:
         raise AuthenticationError("no key to verify the JWT with")
+    settings = (config, key)
+    if cache is not None and (principal := cache.get(settings, token)) is not None:
+        return principal
     try:
         claims = jwt.decode(
             token,
@@ -63,7 +73,10 @@ def authenticate(
         )
     except jwt.PyJWTError as exc:
         raise AuthenticationError(f"invalid JWT: {type(exc).__name__}") from None
-    return _principal_from_claims(claims, config.role_claim)
+    principal = _principal_from_claims(claims, config.role_claim)
+    if cache is not None:
+        cache.put(settings, token, principal, int(claims["exp"]))
+    return principal
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from piccolo.query.methods.select import Select
+
 from server.auth import Principal
 from server.domain.enums import AppType, AuditAction, Role
 from server.domain.errors import InvalidInput
@@ -54,14 +56,11 @@ async def record(
     )
 
 
-async def list_events(
-    *,
-    user_id: str | None,
-    action: AuditAction | None,
-    first: int,
-    after: str | None,
-) -> Page[AuditEntry]:
-    """Newest first; the id is the order (events are appended)."""
+def list_query(
+    *, user_id: str | None, action: AuditAction | None, first: int, after: str | None
+) -> Select:
+    """The SELECT of one page: newest first, walking the primary key or the
+    (subject_user_id, id) / (action, id) index."""
     check_page_size(first)
     query = AuditEventRow.select().order_by(AuditEventRow.id, ascending=False).limit(first + 1)
     if user_id is not None:
@@ -73,6 +72,18 @@ async def list_events(
         if not isinstance(last_id, int):
             raise InvalidInput("after is not a cursor from this list", "after")
         query = query.where(AuditEventRow.id < last_id)
+    return query
+
+
+async def list_events(
+    *,
+    user_id: str | None,
+    action: AuditAction | None,
+    first: int,
+    after: str | None,
+) -> Page[AuditEntry]:
+    """Newest first; the id is the order (events are appended)."""
+    query = list_query(user_id=user_id, action=action, first=first, after=after)
     rows = await query
     return paginate([_entry(row) for row in rows], first, lambda event: encode_cursor(event.id))
 

@@ -10,15 +10,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from piccolo.columns.combination import WhereRaw
 from piccolo.custom_types import Combinable
 from piccolo.query.functions.aggregate import Count
 from piccolo.query.functions.string import Lower
+from piccolo.query.methods.select import Select
 from piccolo.querystring import QueryString
 
 from server.domain.enums import AppType, RevocationReason, TokenState
 from server.domain.errors import InvalidInput
 from server.domain.pagination import Page, check_page_size, decode_cursor, encode_cursor, paginate
 from server.identifiers import canonical_github_user_id
+from server.storage.reads import PreparedSelect
 from server.storage.tables import UserGithubAppToken as Token
 
 RECONNECT_STATES = frozenset(
@@ -112,8 +115,17 @@ def status_from_row(row: dict[str, Any], now: datetime) -> TokenStatus:
     )
 
 
+# The frontend's hot read, compiled once (see server.storage.reads).
+_STATUS_OF = PreparedSelect(
+    lambda user_id, app_type: Token.select(*STATUS_COLUMNS).where(
+        (Token.user_id == user_id) & (Token.github_app_type == app_type)
+    ),
+    arity=2,
+)
+
+
 async def token_status(user_id: str, app_type: AppType, now: datetime) -> TokenStatus:
-    row = await Token.select(*STATUS_COLUMNS).where(Token.of(user_id, app_type)).first()
+    row = await _STATUS_OF.first(user_id, app_type.value)
     return status_from_row(row, now) if row else not_connected(user_id, app_type)
 
 
@@ -177,13 +189,18 @@ class TokenFilter:
     github_user_id: str | None = None
 
 
-async def list_statuses(
+def list_query(
     token_filter: TokenFilter, *, first: int, after: str | None, now: datetime
-) -> Page[TokenStatus]:
-    """Stored rows, newest first (created_at, then id, descending)."""
+) -> Select | None:
+    """The SELECT of one page, newest first; None when no row can match.
+
+    Every filter has an index ending in (created_at, id), and the cursor is
+    a row-value bound on that key, so a page walks one index from where the
+    last one stopped instead of scanning and sorting the table.
+    """
     check_page_size(first)
     if token_filter.state is TokenState.NOT_CONNECTED:
-        return Page(items=[], has_next_page=False)
+        return None
     conditions: list[Combinable] = []
     if token_filter.state is not None:
         conditions.append(state_condition(token_filter.state, now))
@@ -204,17 +221,22 @@ async def list_statuses(
             last_id = uuid.UUID(row_id)
         except (TypeError, ValueError, AttributeError):
             raise InvalidInput("after is not a cursor from this list", "after") from None
-        conditions.append(
-            (Token.created_at < last_created)
-            | ((Token.created_at == last_created) & (Token.id < last_id))
-        )
+        conditions.append(WhereRaw("(created_at, id) < ({}, {})", last_created, last_id))
     query = (
         Token.select(*STATUS_COLUMNS)
         .order_by(Token.created_at, Token.id, ascending=False)
         .limit(first + 1)
     )
-    if conditions:
-        query = query.where(*conditions)
+    return query.where(*conditions) if conditions else query
+
+
+async def list_statuses(
+    token_filter: TokenFilter, *, first: int, after: str | None, now: datetime
+) -> Page[TokenStatus]:
+    """Stored rows, newest first (created_at, then id, descending)."""
+    query = list_query(token_filter, first=first, after=after, now=now)
+    if query is None:
+        return Page(items=[], has_next_page=False)
     rows = await query
     return paginate(
         [status_from_row(row, now) for row in rows],

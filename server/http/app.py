@@ -35,6 +35,7 @@ from server.http.appkeys import (
     REQUEST_ID,
     SETTINGS,
     TOKEN_CHANGES,
+    VERIFIED_TOKENS,
 )
 from server.http.cors import cors_middleware
 from server.http.forwarded import client_address
@@ -44,6 +45,7 @@ from server.http.metrics import Metrics, metrics_context, metrics_handler
 from server.http.request_context import request_scope
 from server.http.routes import github_webhook
 from server.jwks import JwksKeys
+from server.jwt_cache import VerifiedTokens
 from server.redaction import redact
 from server.storage import engines
 from server.storage.migration_state import DatabaseNotReady, check_schema, schema_problem
@@ -212,6 +214,7 @@ def create_app(
     if settings.jwt.jwks_url is not None:
         app[JWKS] = JwksKeys(settings.jwt.jwks_url)
     app[TOKEN_CHANGES] = TokenChanges()
+    app[VERIFIED_TOKENS] = VerifiedTokens()
     if engine is None:
         app[ENGINE] = engines.create_engine(settings.database)
         app.cleanup_ctx.append(_database_context)

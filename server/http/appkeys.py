@@ -11,6 +11,7 @@ from server.domain.locks import KeyedLocks
 from server.github import GitHubClient
 from server.http.metrics import Metrics
 from server.jwks import JwksKeys
+from server.jwt_cache import VerifiedTokens
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
@@ -21,8 +22,11 @@ REFRESH_LOCKS = web.AppKey("refresh_locks", KeyedLocks)
 METRICS = web.AppKey("metrics", Metrics)
 JWKS = web.AppKey("jwks", JwksKeys)
 TOKEN_CHANGES = web.AppKey("token_changes", TokenChanges)
+VERIFIED_TOKENS = web.AppKey("verified_tokens", VerifiedTokens)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # Who sent the request: the peer, or the client its trusted proxies name.
 CLIENT_ADDRESS = web.RequestKey("client_address", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
+# A GraphQL operation's name, outcome and principal, for the request's access line.
+OPERATION_FIELDS = web.RequestKey("operation_fields", dict[str, object])

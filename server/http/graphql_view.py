@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import TypeGuard
 
 from aiohttp import web
 from cross_web import HTTPException
@@ -33,6 +34,7 @@ from server.http.appkeys import (
     REQUEST_ID,
     SETTINGS,
     TOKEN_CHANGES,
+    VERIFIED_TOKENS,
 )
 from server.http.request_context import annotate
 from server.http.websocket import (
@@ -87,7 +89,7 @@ def check_json_shape(value: object) -> None:
 async def authenticate_bearer(app: web.Application, authorization: str) -> Principal:
     """The principal of a bearer JWT, by the same rules for requests and sockets."""
     key = await app[JWKS].key_for(bearer_token(authorization)) if JWKS in app else None
-    return authenticate(authorization, app[SETTINGS].jwt, key=key)
+    return authenticate(authorization, app[SETTINGS].jwt, key=key, cache=app[VERIFIED_TOKENS])
 
 
 class GhvaultGraphQLView(GraphQLView[Context, None]):
@@ -129,6 +131,13 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
             return None
         annotate(principal_id=principal.id, principal_role=principal.role.value)
         return principal
+
+    def is_websocket_request(self, request: web.Request) -> TypeGuard[web.Request]:
+        # Strawberry builds a WebSocketResponse and tries a handshake on every
+        # request to find out; a plain POST has no Upgrade header to begin with.
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return False
+        return super().is_websocket_request(request)
 
     def is_websocket_origin_allowed(self, request: web.Request, origin: str) -> bool:
         # Sockets are authenticated by the token in connection_init, never by

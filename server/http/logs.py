@@ -11,7 +11,7 @@ from typing import TextIO
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from server.http.appkeys import CLIENT_ADDRESS, REQUEST_ID
+from server.http.appkeys import CLIENT_ADDRESS, OPERATION_FIELDS, REQUEST_ID
 from server.http.request_context import current_fields
 from server.redaction import RedactingFilter, install_log_redaction, redact, redact_obj
 
@@ -21,6 +21,8 @@ CONTEXT_FIELDS = (
     "principal_id",
     "principal_role",
     "operation",
+    "outcome",
+    "graphql_ms",
     "duration_ms",
     "method",
     "path",
@@ -37,6 +39,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            # Tells apart the processes of `ghvault serve --workers N`.
+            "pid": record.process,
         }
         for name, value in current_fields().items():
             line[name] = value
@@ -77,20 +81,35 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 class RedactingAccessLogger(AbstractAccessLogger):
-    """The access log, without query strings' secrets (OAuth codes, tokens)."""
+    """The access log, without query strings' secrets (OAuth codes, tokens).
+
+    The one line of a request: a GraphQL request's line also carries its
+    operation's name, outcome and principal (server.graphql.operation_log).
+    """
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        path = redact(request.path_qs)
+        extra: dict[str, object] = {
+            "request_id": request.get(REQUEST_ID),
+            "client": request.get(CLIENT_ADDRESS, request.remote),
+            "method": request.method,
+            "path": path,
+            "status": response.status,
+            "duration_ms": round(time * 1000, 2),
+        }
+        operation = request.get(OPERATION_FIELDS)
+        if operation is None:
+            self.logger.info("%s %s %s", request.method, path, response.status, extra=extra)
+            return
+        extra.update(operation)
         self.logger.info(
-            "%s %s %s",
+            "%s %s %s graphql %s: %s",
             request.method,
-            redact(request.path_qs),
+            path,
             response.status,
-            extra={
-                "request_id": request.get(REQUEST_ID),
-                "client": request.get(CLIENT_ADDRESS, request.remote),
-                "method": request.method,
-                "path": redact(request.path_qs),
-                "status": response.status,
-                "duration_ms": round(time * 1000, 2),
-            },
+            operation["operation"],
+            operation["outcome"],
+            extra=extra,
         )

@@ -26,8 +26,11 @@ class CannotListen(Exception):
     """The address could not be bound; the message is one line for the operator."""
 
 
-async def serve(app: web.Application, *, host: str, port: int) -> None:
-    """Run `app` on host:port until SIGTERM or SIGINT, then shut it down cleanly."""
+async def serve(app: web.Application, *, host: str, port: int, reuse_port: bool = False) -> None:
+    """Run `app` on host:port until SIGTERM or SIGINT, then shut it down cleanly.
+
+    With `reuse_port`, other processes may listen on the same port (workers).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in STOP_SIGNALS:
@@ -35,7 +38,7 @@ async def serve(app: web.Application, *, host: str, port: int) -> None:
     runner = web.AppRunner(app, handle_signals=False, access_log_class=RedactingAccessLogger)
     try:
         await runner.setup()  # runs the app's start-up: the database is checked here
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         try:
             await site.start()
         except OSError as exc:

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import asyncpg
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 
@@ -61,6 +62,16 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.engine_type == "sqlite"
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Release a pooled connection without asyncpg's reset query.
+
+    The default sends `RESET ALL; UNLISTEN *; CLOSE ALL; ...` on every
+    release, a round trip per query. ghvault sets no session state (no SET,
+    LISTEN, advisory lock or cursor outside a transaction), and asyncpg
+    still rolls back a transaction left open before this runs.
+    """
+
+
 async def start(engine: Engine) -> None:
     if isinstance(engine, PostgresEngine):
         # The statement bound is for the serving pool only: one-off connections
@@ -69,6 +80,7 @@ async def start(engine: Engine) -> None:
             max_size=POSTGRES_POOL_MAX_SIZE,
             timeout=POSTGRES_CONNECT_TIMEOUT_SECONDS,
             command_timeout=POSTGRES_COMMAND_TIMEOUT_SECONDS,
+            reset=_keep_session,
         )
     elif isinstance(engine, PooledSQLiteEngine):
         await engine.start_connection_pool()

@@ -79,6 +79,12 @@ class PooledSQLiteEngine(SQLiteEngine):
         self._lent = 0
         # Opens and closes that outlive a cancelled caller, until they finish.
         self._unfinished: set[asyncio.Future[Any]] = set()
+        # server.storage.reads.LoopReader, made on the first hot read of a started pool.
+        self.loop_reader: Any = None
+
+    @property
+    def pooled(self) -> bool:
+        return self._slots is not None
 
     async def start_connection_pool(self) -> None:
         if self._slots is not None:
@@ -99,6 +105,9 @@ class PooledSQLiteEngine(SQLiteEngine):
         """Close every connection of the pool, lent ones too; return once all are closed."""
         connections, self._current, self._idle = self._current, set(), []
         self._slots = self._identity = None
+        if self.loop_reader is not None:
+            self.loop_reader.close()
+            self.loop_reader = None
         for connection in connections:
             self._close_soon(connection)
         await self._wait_for_unfinished()

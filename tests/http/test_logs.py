@@ -31,7 +31,7 @@ async def served(app: web.Application) -> AsyncIterator[TestClient]:
 async def test_each_line_is_json_with_request_principal_operation_and_duration(
     settings: Settings, clock: MovableClock, database: Database, log_output
 ) -> None:
-    """One request gives JSON lines that share its request id and name its principal."""
+    """One request gives one JSON line with its request id, principal, operation and duration."""
     async with served(create_app(settings, clock=clock, engine=database.engine)) as client:
         response = await client.post(
             "/graphql",
@@ -42,14 +42,34 @@ async def test_each_line_is_json_with_request_principal_operation_and_duration(
     request_id = response.headers["X-Request-Id"]
     lines = [json.loads(line) for line in log_output.getvalue().splitlines()]
     mine = [line for line in lines if line.get("request_id") == request_id]
-    operation = next(line for line in mine if line["logger"] == "ghvault.graphql.operation")
-    assert operation["operation"] == "Who"
-    assert (operation["principal_id"], operation["principal_role"]) == ("alice", "user")
-    assert isinstance(operation["duration_ms"], float)
-    access = next(line for line in mine if line["logger"] == "aiohttp.access")
+    assert [line["logger"] for line in mine] == ["aiohttp.access"]
+    (access,) = mine
     assert (access["method"], access["path"], access["status"]) == ("POST", "/graphql", 200)
-    for line in mine:
-        assert {"timestamp", "level", "logger", "message"} <= set(line)
+    assert (access["operation"], access["outcome"]) == ("Who", "ok")
+    assert (access["principal_id"], access["principal_role"]) == ("alice", "user")
+    assert isinstance(access["duration_ms"], float)
+    assert isinstance(access["graphql_ms"], float)
+    assert {"timestamp", "level", "logger", "message"} <= set(access)
+
+
+async def test_a_failed_operation_says_so_on_its_line(
+    settings: Settings, clock: MovableClock, database: Database, log_output
+) -> None:
+    """Make sure the request's line counts the operation's errors."""
+    async with served(create_app(settings, clock=clock, engine=database.engine)) as client:
+        response = await client.post(
+            "/graphql", json={"query": "query Who { viewer { id } }", "operationName": "Who"}
+        )
+
+    request_id = response.headers["X-Request-Id"]
+    lines = [json.loads(line) for line in log_output.getvalue().splitlines()]
+    access = next(
+        line
+        for line in lines
+        if line.get("request_id") == request_id and line["logger"] == "aiohttp.access"
+    )
+    assert (access["operation"], access["outcome"]) == ("Who", "1 error(s)")
+    assert "principal_id" not in access
 
 
 async def test_the_access_log_redacts_query_strings(

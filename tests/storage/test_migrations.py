@@ -247,6 +247,45 @@ async def test_forwards_backwards_and_forwards_again_leave_the_same_schema(
     assert migration_status(target) == dict.fromkeys(ids, "True")
 
 
+LIST_INDEX_MIGRATION = "2026-11-30T12:10:00:000000"
+LIST_INDEXES = {
+    "user_github_app_tokens_newest",
+    "user_github_app_tokens_login_newest",
+    "user_github_app_tokens_revoked_newest",
+    "user_github_app_tokens_live_access_expiry",
+    "audit_events_subject_newest",
+    "audit_events_action_newest",
+    "oauth_states_user",
+}
+
+
+async def index_names(target: Target) -> set[str]:
+    return {name for kind, name in await schema_objects(target) if kind in {"index", "i"}}
+
+
+async def test_list_indexes_come_with_forwards_and_go_with_backwards(
+    empty_database: Target,
+) -> None:
+    """Make sure the admin-list indexes exist once migrated and undoing their migration drops
+    exactly them, leaving the earlier migrations' indexes in place."""
+    target = empty_database
+    run_piccolo_ok("migrations", "forwards", "all", target=target)
+    migrated = await index_names(target)
+    assert migrated >= LIST_INDEXES
+    assert {UNIQUE_USER_APP, UNIQUE_GITHUB_USER_APP} <= migrated
+
+    run_piccolo_ok(
+        "migrations", "backwards", "ghvault", LIST_INDEX_MIGRATION, "--auto_agree", target=target
+    )
+    undone = await index_names(target)
+    assert not LIST_INDEXES & undone
+    assert {UNIQUE_USER_APP, UNIQUE_GITHUB_USER_APP} <= undone
+    assert migration_status(target)[LIST_INDEX_MIGRATION] == "False"
+
+    run_piccolo_ok("migrations", "forwards", "all", target=target)
+    assert await index_names(target) == migrated
+
+
 # ---------------------------------------------------------------- schema vs tables
 
 _DIFFER = """

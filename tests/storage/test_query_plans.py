@@ -1,0 +1,154 @@
+"""The admin lists read an index in list order, on both engines, for every filter.
+
+The query under test is the one the list builds (`list_query`), run under
+EXPLAIN. The tables here are nearly empty, where PostgreSQL would rather scan
+and sort; sequential scans and sorts are priced out (`enable_seqscan`,
+`enable_sort`) so the plan shows whether an index *can* serve the query in
+its order: a query the indexes do not fit still scans or sorts, and fails.
+SQLite plans by the shape of the query and the indexes alone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from piccolo.query.methods.select import Select
+from piccolo.querystring import QueryString
+
+from server.domain import audit, status
+from server.domain.enums import AppType, AuditAction, TokenState
+from server.domain.pagination import encode_cursor
+from server.domain.status import TokenFilter
+from tests.helpers import T0, Database
+
+NEWEST = "user_github_app_tokens_newest"
+LOGIN = "user_github_app_tokens_login_newest"
+REVOKED = "user_github_app_tokens_revoked_newest"
+LIVE_EXPIRY = "user_github_app_tokens_live_access_expiry"
+GITHUB_USER_INDEXES = {
+    "user_github_app_tokens_github_user_id",
+    "user_github_app_tokens_github_user_app_unique",
+}
+AUDIT_SUBJECT = "audit_events_subject_newest"
+AUDIT_ACTION = "audit_events_action_newest"
+
+TOKEN_CURSOR = encode_cursor(T0.isoformat(), str(uuid.uuid4()))
+AUDIT_CURSOR = encode_cursor(1_000)
+
+
+async def explain(database: Database, query: Select, *, sorted_ok: bool = False) -> str:
+    """The plan of `query` as text, one node or step per line.
+
+    With `sorted_ok`, PostgreSQL may still sort (a small set of matches).
+    """
+    engine = database.engine
+    if database.is_sqlite:
+        rows = await engine.run_querystring(
+            QueryString("EXPLAIN QUERY PLAN {}", query.querystrings[0])
+        )
+        return "\n".join(row["detail"] for row in rows)
+    async with engine.transaction():
+        await engine.run_ddl("SET LOCAL enable_seqscan = off")
+        if not sorted_ok:
+            await engine.run_ddl("SET LOCAL enable_sort = off")
+        rows = await engine.run_querystring(QueryString("EXPLAIN {}", query.querystrings[0]))
+    return "\n".join(row["QUERY PLAN"] for row in rows)
+
+
+def assert_index_walk(plan: str, table: str, indexes: set[str], *, sorted_ok: bool = False) -> None:
+    """The plan reads `table` through one of `indexes`, and (unless allowed) does not sort."""
+    used = {name for name in indexes if name in plan}
+    assert used, f"none of {sorted(indexes)} in the plan:\n{plan}"
+    # SQLite: a full scan reads "SCAN <table>" with no index; PostgreSQL: "Seq Scan".
+    assert f"SCAN {table}\n" not in plan + "\n", plan
+    assert "Seq Scan" not in plan, plan
+    if not sorted_ok:
+        assert "TEMP B-TREE" not in plan, plan
+        assert "Sort" not in plan, plan
+
+
+TOKEN_CASES: dict[str, tuple[TokenFilter, set[str], bool]] = {
+    # name: (filter, indexes any of which may serve it, whether a sort of its matches is fine)
+    "no filter": (TokenFilter(), {NEWEST}, False),
+    "app type": (TokenFilter(app_type=AppType.LITE), {NEWEST}, False),
+    "login": (TokenFilter(github_login="OctoCat"), {LOGIN}, False),
+    "login and app type": (
+        TokenFilter(github_login="octocat", app_type=AppType.STANDARD),
+        {LOGIN},
+        False,
+    ),
+    "github user": (TokenFilter(github_user_id="42"), GITHUB_USER_INDEXES, True),
+    "revoked": (TokenFilter(state=TokenState.REVOKED), {REVOKED}, False),
+    "revoked lite": (
+        TokenFilter(state=TokenState.REVOKED, app_type=AppType.LITE),
+        {REVOKED},
+        False,
+    ),
+    # Time-dependent states: walk the list order, or take the expired range and
+    # sort only it; which is cheaper depends on how many match, so either may do.
+    "active": (TokenFilter(state=TokenState.ACTIVE), {NEWEST, LIVE_EXPIRY}, True),
+    "expired": (TokenFilter(state=TokenState.EXPIRED), {NEWEST, LIVE_EXPIRY}, True),
+    "refresh expired": (
+        TokenFilter(state=TokenState.REFRESH_EXPIRED),
+        {NEWEST, LIVE_EXPIRY},
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("page", ["first", "next"])
+@pytest.mark.parametrize("case", list(TOKEN_CASES))
+async def test_token_list_pages_read_an_index_in_list_order(
+    database: Database, case: str, page: str
+) -> None:
+    """Make sure no token list filter, on its first or a later page, scans the table."""
+    token_filter, indexes, sorted_ok = TOKEN_CASES[case]
+    after = TOKEN_CURSOR if page == "next" else None
+    query = status.list_query(token_filter, first=20, after=after, now=T0)
+    assert query is not None
+    plan = await explain(database, query, sorted_ok=sorted_ok)
+    assert_index_walk(plan, "user_github_app_tokens", indexes, sorted_ok=sorted_ok)
+
+
+def test_not_connected_filter_needs_no_query() -> None:
+    """Make sure the NOT_CONNECTED filter (no row can match) does not touch the database."""
+    query = status.list_query(
+        TokenFilter(state=TokenState.NOT_CONNECTED), first=20, after=None, now=T0
+    )
+    assert query is None
+
+
+AUDIT_CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
+    "all": ({}, {"audit_events_pkey"}),
+    "by user": ({"user_id": "alice"}, {AUDIT_SUBJECT, "audit_events_subject_user_id"}),
+    "by action": ({"action": AuditAction.USER_PURGED}, {AUDIT_ACTION}),
+    "by user and action": (
+        {"user_id": "alice", "action": AuditAction.TOKEN_STORED},
+        {AUDIT_SUBJECT, AUDIT_ACTION, "audit_events_subject_user_id"},
+    ),
+}
+
+
+@pytest.mark.parametrize("page", ["first", "next"])
+@pytest.mark.parametrize("case", list(AUDIT_CASES))
+async def test_audit_list_pages_read_an_index_newest_first(
+    database: Database, case: str, page: str
+) -> None:
+    """Make sure the audit log, whole, by user or by action, is read newest first from an index."""
+    arguments, indexes = AUDIT_CASES[case]
+    after = AUDIT_CURSOR if page == "next" else None
+    query = audit.list_query(
+        user_id=arguments.get("user_id"), action=arguments.get("action"), first=20, after=after
+    )
+    plan = await explain(database, query)
+    if database.is_sqlite and not arguments:
+        # The id is SQLite's rowid: the table itself is the b-tree in id order,
+        # walked backwards with no sort.
+        assert plan in {
+            "SCAN audit_events",
+            "SEARCH audit_events USING INTEGER PRIMARY KEY (rowid<?)",
+        }, plan
+        return
+    assert_index_walk(plan, "audit_events", indexes)
