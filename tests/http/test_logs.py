@@ -13,7 +13,7 @@ from server.config import Settings
 from server.domain.enums import Role
 from server.http.app import create_app
 from server.http.logs import RedactingAccessLogger
-from tests.helpers import Database, MovableClock, bearer, random_token
+from tests.helpers import ALICE, Database, MovableClock, bearer, random_token
 
 
 @asynccontextmanager
@@ -58,7 +58,9 @@ async def test_a_failed_operation_says_so_on_its_line(
     """Make sure the request's line counts the operation's errors."""
     async with served(create_app(settings, clock=clock, engine=database.engine)) as client:
         response = await client.post(
-            "/graphql", json={"query": "query Who { viewer { id } }", "operationName": "Who"}
+            "/graphql",
+            json={"query": 'query Who { user(id: "bob") { id } }', "operationName": "Who"},
+            headers={"Authorization": ALICE},
         )
 
     request_id = response.headers["X-Request-Id"]
@@ -69,7 +71,7 @@ async def test_a_failed_operation_says_so_on_its_line(
         if line.get("request_id") == request_id and line["logger"] == "aiohttp.access"
     )
     assert (access["operation"], access["outcome"]) == ("Who", "1 error(s)")
-    assert "principal_id" not in access
+    assert access["principal_id"] == "alice"
 
 
 async def test_the_access_log_redacts_query_strings(
