@@ -89,22 +89,6 @@ async def test_graphiql_loads_without_a_token(gql: GraphQLClient, spy: Spy) -> N
     assert spy.executed == 0
 
 
-async def test_websocket_upgrades_are_not_accepted(gql: GraphQLClient) -> None:
-    """No subscriptions: a websocket must not become a way around the header check."""
-    response = await gql.http.get(
-        "/graphql",
-        headers={
-            "Connection": "Upgrade",
-            "Upgrade": "websocket",
-            "Sec-WebSocket-Version": "13",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-            "Sec-WebSocket-Protocol": "graphql-transport-ws",
-        },
-    )
-    assert response.status != 101
-    assert response.status < 500
-
-
 @pytest.mark.parametrize(
     ("content_type", "body"),
     [
