@@ -172,6 +172,9 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
         except ValueError:
             # Not JSON, or a number too long to convert.
             raise HTTPException(400, "Unable to parse request body as JSON") from None
+        if not isinstance(decoded, dict | list):
+            # Strawberry reads fields off the body; `null` or `1` would be a 500.
+            raise HTTPException(400, "A GraphQL request must be a JSON object")
         check_json_shape(decoded)
         return decoded
 

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -198,4 +199,34 @@ async def test_malformed_webhook_deliveries_get_4xx_and_no_error_log(
     """The same for /webhooks/github, with correctly signed bodies half of the time."""
     sent = await _fuzz(gql, webhook_probes())
     assert sent >= min(EXAMPLES, 10)
+    assert _error_lines(log_output.getvalue()) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"null",
+        b"[]",
+        b"[1]",
+        b'"{ viewer { id } }"',
+        b"1",
+        b"true",
+        b'{"query": 1}',
+        b'{"query": null}',
+        b'{"query": "{ viewer { id } }", "variables": [1]}',
+        b'{"query": "{ viewer { id } }", "variables": "x"}',
+        b'{"query": "{ viewer { id } }", "operationName": 1}',
+        b'{"query": "{ viewer { id } }", "extensions": 1}',
+    ],
+)
+async def test_a_body_that_is_not_a_graphql_request_object_gets_a_400(
+    gql: GraphQLClient, log_output: io.StringIO, body: bytes
+) -> None:
+    """Make sure JSON of the wrong shape is refused as the client's mistake, saying so."""
+    response = await gql.http.post(
+        "/graphql",
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": ADMIN},
+    )
+    assert response.status == 400, await response.text()
     assert _error_lines(log_output.getvalue()) == []
