@@ -144,9 +144,13 @@ def _spelled(literal: str) -> str:
     return "".join(_any_spelling(ch) for ch in literal)
 
 
+# The JWT pass runs first and may already have taken the tail of a shortened
+# token whose head happens to end in "eyJ" ("ghu_ABeyJx...tail" leaves
+# "ghu_AB[REDACTED_JWT]"): a marker glued to the token is part of it too.
 _GITHUB_TOKEN = re.compile(
     rf"(?P<prefix>{_spelled('github_pat_')}|{_spelled('gh')}{_any_spelling('pousr')}{_spelled('_')})"
-    rf"{_TOKEN_CHAR}++(?:(?:\.\.\.|\u2026){_TOKEN_CHAR}*+)?",
+    rf"(?:{_TOKEN_CHAR}++(?:(?:\.\.\.|\u2026){_TOKEN_CHAR}*+)?+(?:{re.escape(REDACTED_JWT)})?"
+    rf"|{re.escape(REDACTED_JWT)})",
     re.IGNORECASE,
 )
 # Lower-cased beginnings of every spelling, for the quick check in redact().

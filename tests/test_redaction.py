@@ -810,3 +810,11 @@ def test_redaction_of_other_spellings_is_idempotent(
 )
 def test_escape_look_alikes_are_unchanged(text: str) -> None:
     assert redact(text) == text
+
+
+def test_a_shortened_token_whose_head_looks_like_a_jwt_start_is_one_redaction() -> None:
+    """A head ending in "eyJ" plus the ellipsis reads as a JWT; the token still reads as one."""
+    head = "ghr_" + "A" * 100 + "eyJab"
+    output = redact(f"got invalid value '{head}...{'B' * 118}'; expected Int")
+    assert output == "got invalid value 'ghr_[REDACTED]'; expected Int"
+    assert redact(output) == output
