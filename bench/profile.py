@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 
-PY_SPY = "py-spy"
+# On PATH, or installed into the virtualenv running the benchmark.
+PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
 RATE = 200
 _FRAME = re.compile(r"^(?P<function>.+?) \((?P<file>[^)]*)\)$")
 
 
 def available() -> bool:
-    return shutil.which(PY_SPY) is not None
+    return Path(PY_SPY).is_file()
 
 
 async def record(pid: int, seconds: float, output: Path) -> None:
