@@ -818,3 +818,26 @@ def test_a_shortened_token_whose_head_looks_like_a_jwt_start_is_one_redaction() 
     output = redact(f"got invalid value '{head}...{'B' * 118}'; expected Int")
     assert output == "got invalid value 'ghr_[REDACTED]'; expected Int"
     assert redact(output) == output
+
+
+@PROPERTY_SETTINGS
+@given(github_tokens(), st.sampled_from(ENCODINGS), st.text(), st.text())
+def test_a_json_log_line_is_redacted_whole_and_stays_json(
+    token: Secret, encode: Callable[[str], str], before: str, after: str
+) -> None:
+    """The JSON formatter redacts the serialised line: escapes in it must neither hide a
+    token nor be cut in two by a replacement."""
+    from server.http.logs import json_handler
+
+    spelled = encoded(token, encode)
+    stream = io.StringIO()
+    logger = logging.getLogger(f"test.json-line.{uuid.uuid4().hex}")
+    logger.propagate = False
+    logger.addHandler(json_handler(stream))
+    text = before + spelled.text + after
+    logger.warning("%s", text, extra={"path": f"/cb?next={text}"})
+
+    line = json.loads(stream.getvalue())
+    kept_prefix = spelled.text[: len(spelled.text) - len(spelled.secret)]
+    for field in ("message", "path"):
+        assert leaked_windows(spelled.secret, line[field], before, after, kept_prefix) == set()

@@ -13,7 +13,7 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 from server.http.appkeys import CLIENT_ADDRESS, OPERATION_FIELDS, REQUEST_ID
 from server.http.request_context import current_fields
-from server.redaction import RedactingFilter, install_log_redaction, redact, redact_obj
+from server.redaction import RedactingFilter, install_log_redaction, redact
 
 # Fields a record may carry through `extra=`; copied into the JSON line when set.
 CONTEXT_FIELDS = (
@@ -53,12 +53,10 @@ class JsonFormatter(logging.Formatter):
         elif record.exc_text:
             line["exception"] = record.exc_text
         # The filter has seen the record, not what is added here (the request
-        # context, a principal id taken from a JWT): every field is redacted.
-        return json.dumps(redact_obj(line), default=_redacted_str)
-
-
-def _redacted_str(value: object) -> str:
-    return redact(str(value))
+        # context, a principal id taken from a JWT): the whole line is redacted,
+        # every field at once. The patterns read JSON-escaped text, and no
+        # replacement can cut an escape in two or cross into another field.
+        return redact(json.dumps(line, default=str))
 
 
 def json_handler(stream: TextIO | None = None) -> logging.Handler:
