@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import weakref
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,8 @@ class PooledSQLiteEngine(SQLiteEngine):
         self._unfinished: set[asyncio.Future[Any]] = set()
         # server.storage.reads.LoopReader, made on the first hot read of a started pool.
         self.loop_reader: Any = None
+        # Connections this engine opened and configured (dict rows, foreign keys on).
+        self._configured: weakref.WeakSet[aiosqlite.Connection] = weakref.WeakSet()
 
     @property
     def pooled(self) -> bool:
@@ -146,6 +149,7 @@ class PooledSQLiteEngine(SQLiteEngine):
         except BaseException:
             await connection.close()
             raise
+        self._configured.add(connection)
         return connection
 
     def _close_soon(self, connection: aiosqlite.Connection) -> asyncio.Future[Any]:
@@ -230,13 +234,33 @@ class PooledSQLiteEngine(SQLiteEngine):
             return await super().run_ddl(ddl, in_pool=in_pool)
         return await self._run_alone(ddl, [])
 
+    async def _run_in_existing_connection(
+        self,
+        connection: Any,
+        query: str,
+        args: list[Any] | None = None,
+        query_type: str = "generic",
+        table: Any = None,
+    ) -> Any:
+        """A statement inside a transaction, in one trip to the connection's thread.
+
+        Piccolo's version re-asserts `foreign_keys` and the row factory, then
+        executes, fetches and closes the cursor: four trips, each a wake-up of
+        the event loop. This engine's connections are configured when opened,
+        and SQLite has RETURNING (3.35+), so executing and fetching is all.
+        """
+        if connection not in self._configured or sqlite3.sqlite_version_info < (3, 35):
+            return await super()._run_in_existing_connection(
+                connection, query, args, query_type, table
+            )
+        return await connection.execute_fetchall(query, args or [])
+
     async def _run_alone(self, query: str, args: list[Any]) -> list[dict[str, Any]]:
-        """One statement outside any transaction, on a borrowed connection."""
+        """One statement outside any transaction, on a borrowed connection, in one trip."""
         connection = await self.acquire()
         reusable = True
         try:
-            async with connection.execute(query, args) as cursor:
-                return await cursor.fetchall()  # type: ignore[return-value]
+            return await connection.execute_fetchall(query, args)  # type: ignore[return-value]
         except asyncio.CancelledError:
             reusable = False
             raise

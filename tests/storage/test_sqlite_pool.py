@@ -37,6 +37,35 @@ async def test_pooled_sqlite_connections_are_configured(database: Database) -> N
         }
 
 
+async def test_a_statement_in_a_transaction_is_one_trip_with_dict_rows_and_foreign_keys(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Statements skip Piccolo's per-statement PRAGMA and cursor trips: what that relies on
+    (rows as dicts, foreign keys enforced, RETURNING) holds inside transactions."""
+    trips: Counter[str] = Counter()
+    for name in ("execute", "execute_fetchall"):
+        original = getattr(aiosqlite.Connection, name)
+
+        def counting(self: Any, *args: Any, _name: str = name, _original: Any = original) -> Any:
+            trips[_name] += 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(aiosqlite.Connection, name, counting)
+
+    async with transactions.write_transaction():
+        trips.clear()
+        rows = await database.fetch(
+            "INSERT INTO users (id, created_at) VALUES ('one-trip', CURRENT_TIMESTAMP) RETURNING id"
+        )
+        assert rows == [{"id": "one-trip"}]
+        assert trips == Counter({"execute_fetchall": 1})
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            await database.fetch(
+                "INSERT INTO user_github_app_tokens (user_id, github_app_type) "
+                "VALUES ('nobody', 'standard')"
+            )
+
+
 async def test_write_transactions_take_the_write_lock_up_front(database: Database) -> None:
     """BEGIN IMMEDIATE: while one is open, no other connection can start writing."""
     other = sqlite3.connect(database.sqlite_path, timeout=0, isolation_level=None)
