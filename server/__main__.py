@@ -250,9 +250,17 @@ def _serve(args: argparse.Namespace) -> int:
     port = settings.port if args.port is None else args.port
     if args.workers == 1:
         return _serve_one(host, port)
+    from server.http.worker_metrics import forget_process, shared_metrics_directory
     from server.http.workers import run_workers
 
-    return run_workers(args.workers, host, port, _serve_worker)
+    with shared_metrics_directory(os.environ, settings.metrics_multiprocess_dir) as metrics:
+        return run_workers(
+            args.workers,
+            host,
+            port,
+            _serve_worker,
+            on_exit=lambda pid: forget_process(metrics, pid),
+        )
 
 
 def _serve_worker(host: str, port: int) -> int:

@@ -5,9 +5,10 @@ endpoints, HTTP statuses, token states): never an id, a login, an operation name
 client chose, or anything secret.
 
 With several processes (PROMETHEUS_MULTIPROC_DIR set before start, the directory
-emptied first) prometheus-client keeps each process's numbers in files there, and any
-process's /metrics adds them all up. The token counts are a fact of the database, not of
-a process, so the process answering the scrape reads them (cached briefly) instead.
+emptied first; `serve --workers N` sees to that in worker_metrics.py) prometheus-client
+keeps each process's numbers in files there, and any process's /metrics adds them all
+up. The token counts are a fact of the database, not of a process, so the process
+answering the scrape reads them (cached briefly) instead.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ spreads new connections over them. The parent only starts them, forwards
 SIGTERM/SIGINT, and exits when they have: if one worker exits, it stops
 the others and exits with that worker's code, so a supervisor (systemd)
 restarts the whole set. A port of 0 is chosen once, here, for all.
+`on_exit` hears of each worker's end (its pid), e.g. to forget its metrics.
 """
 
 from __future__ import annotations
@@ -33,12 +34,29 @@ def reserve_port(host: str, port: int) -> tuple[socket.socket | None, int]:
     return holder, holder.getsockname()[1]
 
 
-def run_workers(count: int, host: str, port: int, worker: Callable[[str, int], int]) -> int:
-    """Run `worker(host, port)` in `count` processes; their first non-zero exit code, or 0."""
+def run_workers(
+    count: int,
+    host: str,
+    port: int,
+    worker: Callable[[str, int], int],
+    *,
+    on_exit: Callable[[int], None] | None = None,
+) -> int:
+    """Run `worker(host, port)` in `count` processes; their first non-zero exit code, or 0.
+
+    `on_exit(pid)` is called once for each worker, after it has exited.
+    """
     holder, port = reserve_port(host, port)
     context = multiprocessing.get_context("spawn")
     processes: list[BaseProcess] = []
+    ended: set[int] = set()
     stopping = False
+
+    def exited(process: BaseProcess) -> None:
+        if process.pid is not None and process.pid not in ended:
+            ended.add(process.pid)
+            if on_exit is not None:
+                on_exit(process.pid)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -59,6 +77,7 @@ def run_workers(count: int, host: str, port: int, worker: Callable[[str, int], i
             for sentinel in multiprocessing.connection.wait(list(waiting)):
                 process = waiting.pop(sentinel)  # type: ignore[arg-type]
                 process.join()
+                exited(process)
                 if holder is not None:
                     # Every worker bound the port (or failed): it is theirs now.
                     holder.close()
@@ -74,6 +93,8 @@ def run_workers(count: int, host: str, port: int, worker: Callable[[str, int], i
             process.join(STOP_TIMEOUT_SECONDS)
             if process.is_alive():
                 process.kill()
+                process.join()
+            exited(process)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if holder is not None:
