@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 import strawberry
-from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema
+from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, parse
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -40,7 +40,14 @@ from server.graphql.rules import NoNulCharacters
 from server.graphql.subscriptions import Subscription
 from server.graphql.variables import CheckVariables
 
-CACHE_SIZE = 512
+# Parsed and validated documents are kept for texts up to this many characters:
+# the operations of a frontend or a worker are a few hundred, GraphiQL's
+# introspection query is 1.6k. A document's syntax tree takes about 350 bytes
+# per token, so caching what an attacker can send (64 KiB, thousands of tokens,
+# a new text each time) would hold hundreds of megabytes and make every full
+# garbage collection of the process pause for 100 ms and more.
+CACHED_DOCUMENT_CHARS = 2048
+CACHE_SIZE = 256
 
 # One module per capability; the order here is the order of fields in the SDL.
 Query = merge_types("Query", (users.Query, status.Query, audit.Query, stats.Query))
@@ -74,18 +81,47 @@ Validate = Callable[
 ]
 
 
+def _document_chars(document: DocumentNode) -> int:
+    return len(document.loc.source.body) if document.loc else CACHED_DOCUMENT_CHARS + 1
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _cached_parse(query: str, **options: Any) -> DocumentNode:
+    return parse(query, **options)
+
+
+class SmallDocumentParserCache(ParserCache):
+    """Strawberry's parser cache, for documents of at most CACHED_DOCUMENT_CHARS."""
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        query = context.query or ""
+        cached = len(query) <= CACHED_DOCUMENT_CHARS
+        context.graphql_document = (_cached_parse if cached else parse)(
+            query, **context.parse_options
+        )
+        yield
+
+
 def bounded_validation(limits: GraphQLLimits) -> Validate:
-    """graphql-core's validation behind the document budget, cached per parsed document."""
+    """graphql-core's validation behind the document budget, cached per small document."""
     budget = DocumentBudget(limits)
 
-    @lru_cache(maxsize=CACHE_SIZE)
     def validate(
         schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...]
     ) -> list[GraphQLError]:
         refusal = budget.check(document)
         return [refusal] if refusal else validate_document(schema, document, rules)
 
-    return validate
+    cached = lru_cache(maxsize=CACHE_SIZE)(validate)
+
+    def validate_small_from_cache(
+        schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...]
+    ) -> list[GraphQLError]:
+        small = _document_chars(document) <= CACHED_DOCUMENT_CHARS
+        return (cached if small else validate)(schema, document, rules)
+
+    return validate_small_from_cache
 
 
 class BoundedValidation(SchemaExtension):
@@ -129,7 +165,7 @@ def create_schema(
     validate = bounded_validation(limits)
     extensions: list[Extension] = [
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-        lambda: ParserCache(maxsize=CACHE_SIZE),
+        SmallDocumentParserCache,
         lambda: AddValidationRules(rules),
         lambda: BoundedValidation(validate),
         lambda: RedactErrors(production=production),

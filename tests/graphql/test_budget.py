@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -183,3 +184,26 @@ def test_fragment_spreads_past_the_limit_are_refused() -> None:
     assert refusal(document(count + 1)) == (
         f"The document spreads fragments more than {count} times; that is the limit."
     )
+
+
+async def test_small_documents_are_kept_parsed_and_validated_and_large_ones_are_not(
+    gql: GraphQLClient, validations: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached syntax tree costs ~350 bytes per token: only documents of the size clients
+    send are kept, so distinct large documents cannot fill memory (or slow the GC)."""
+    parsed: list[str] = []
+    parse_document = schema_module.parse
+
+    def counting_parse(source: str, **options: Any) -> Any:
+        parsed.append(source)
+        return parse_document(source, **options)
+
+    monkeypatch.setattr(schema_module, "parse", counting_parse)
+    small = "{ viewer { id role } } # " + uuid.uuid4().hex  # a text no other test sent
+    large = small + " " * schema_module.CACHED_DOCUMENT_CHARS
+    for document in (small, small, large, large):
+        data = await gql.data(document, auth=ADMIN)
+        assert data == {"viewer": {"id": "root", "role": "ADMIN"}}
+
+    assert parsed == [small, large, large]
+    assert [document.loc.source.body for document in validations] == [small, large, large]
