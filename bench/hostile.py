@@ -48,6 +48,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from server.config import GraphQLLimits, Settings
 from server.domain.enums import Role
 from server.http.app import create_app
+from server.http.server import settle_start_up_objects
 from server.storage import engines
 from server.storage.sqlite_pool import PooledSQLiteEngine
 from tests.helpers import base_env, bearer, migrate
@@ -206,6 +207,7 @@ async def measure(settings: Settings, runs: int, only: str | None) -> list[Resul
     app.middlewares.append(clock.middleware)
     client = TestClient(TestServer(app))
     await client.start_server()
+    settle_start_up_objects()  # as `ghvault serve` does once it listens
     admin = bearer("root", Role.ADMIN)
     results = []
     try:

@@ -32,6 +32,7 @@ from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from server.config import Settings
 from server.http.app import GhvaultGraphQLView, create_app
 from server.http.logs import RedactingAccessLogger, configure_logging
+from server.http.server import settle_start_up_objects
 from server.http.workers import run_workers
 from server.storage import engines, sqlite_pool
 
@@ -79,6 +80,7 @@ async def serve(engine_kind: str, graphql_caches: bool, port: int = 0) -> None:
     try:
         await web.TCPSite(runner, "127.0.0.1", port, reuse_port=port != 0 or None).start()
         port = runner.addresses[0][1]
+        settle_start_up_objects()  # as `ghvault serve` does once it listens
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

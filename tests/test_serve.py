@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
+import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -14,8 +18,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from server.config import Settings
+from server.http.app import create_app
+from server.http.server import serve
 from server.storage.migration_state import MIGRATIONS_FOLDER
-from tests.helpers import base_env
+from tests.helpers import base_env, migrate
 from tests.test_cli import (
     GHVAULT,
     START_UP_BOUND_SECONDS,
@@ -188,3 +195,34 @@ async def test_host_and_port_flags_override_the_environment(
     assert f":{env['PORT']}/" not in listening[0]["message"]
     assert lines[-1]["message"] == "stopped"
     assert lines[-1]["level"] == "INFO"
+
+
+async def test_objects_made_at_start_up_are_left_out_of_garbage_collection(
+    tmp_path: Path,
+) -> None:
+    """Make sure a full collection while serving walks only what requests made (a frozen
+    start-up), and that the server still stops cleanly."""
+    database_url = f"sqlite:///{tmp_path}/ghvault.sqlite"
+    await asyncio.to_thread(migrate, database_url)
+    listening = asyncio.Event()
+
+    class Listening(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("listening on"):
+                listening.set()
+
+    handler = Listening()
+    logging.getLogger("ghvault").addHandler(handler)
+    gc.unfreeze()
+    try:
+        app = create_app(Settings.from_env(base_env(DATABASE_URL=database_url)))
+        serving = asyncio.create_task(serve(app, host="127.0.0.1", port=0))
+        await asyncio.wait_for(listening.wait(), START_UP_BOUND_SECONDS)
+        frozen = gc.get_freeze_count()
+        os.kill(os.getpid(), signal.SIGTERM)  # serve's own handler: a clean stop
+        await asyncio.wait_for(serving, START_UP_BOUND_SECONDS)
+    finally:
+        logging.getLogger("ghvault").removeHandler(handler)
+        gc.unfreeze()
+    # The schema, the app and everything imported: tens of thousands of objects.
+    assert frozen > 10_000
