@@ -196,7 +196,7 @@ def postgres_growth(copies: int) -> list[str]:
         "refresh_token_encrypted, refresh_token_expires_at, credential_version, revoked_at, "
         "revocation_reason, last_used_at, last_refreshed_at, created_at, updated_at) "
         "SELECT gen_random_uuid(), user_id || '~' || n, github_app_type, "
-        "(github_user_id::bigint + n * 10000000)::text, github_login || '-' || n, github_email, "
+        "(github_user_id::bigint + n::bigint * 10000000)::text, github_login || '-' || n, github_email, "
         "access_token_encrypted, access_token_expires_at, refresh_token_encrypted, "
         "refresh_token_expires_at, credential_version, revoked_at, revocation_reason, "
         "last_used_at, last_refreshed_at, created_at - n * interval '1 second', updated_at "
