@@ -23,7 +23,7 @@ import pytest
 
 from server.domain.enums import Role
 from tests.fake_github import STANDARD_APP, FakeGitHub
-from tests.helpers import ALICE, base_env, bearer, github_env, migrate
+from tests.helpers import ALICE, Database, base_env, bearer, github_env, migrate
 from tests.http.test_metrics import Scrape
 from tests.test_cli import clean_env, ghvault
 
@@ -62,10 +62,14 @@ class Workers:
 
 
 @contextlib.asynccontextmanager
-async def two_workers(tmp_path: Path, fake: FakeGitHub, **extra_env: str) -> AsyncIterator[Workers]:
-    """`ghvault serve --workers 2` on a migrated SQLite file, with `extra_env`."""
-    database_url = f"sqlite:///{tmp_path}/ghvault.sqlite"
-    await asyncio.to_thread(migrate, database_url)
+async def two_workers(
+    tmp_path: Path, fake: FakeGitHub, database_url: str | None = None, **extra_env: str
+) -> AsyncIterator[Workers]:
+    """`ghvault serve --workers 2` on `database_url` (by default a new, migrated SQLite
+    file), with `extra_env`."""
+    if database_url is None:
+        database_url = f"sqlite:///{tmp_path}/ghvault.sqlite"
+        await asyncio.to_thread(migrate, database_url)
     env = {
         "PATH": "/usr/bin:/bin",
         **base_env(DATABASE_URL=database_url, HOST="127.0.0.1", PORT="0", **github_env(fake)),
@@ -157,14 +161,15 @@ def assert_both_answered(workers: Workers, path: str) -> None:
 
 
 async def test_two_workers_answer_and_refresh_each_credential_version_once(
-    tmp_path: Path, fake_github: FakeGitHub
+    tmp_path: Path, fake_github: FakeGitHub, database: Database
 ) -> None:
     """Make sure both processes serve requests, and simultaneous checkouts of a token due
-    for refresh, spread over both, reach GitHub once and all hand out the new token."""
+    for refresh, spread over both, reach GitHub once and all hand out the new token, on
+    either engine (SQLite's write lock, PostgreSQL's row lock)."""
     access, refresh = fake_github.seed_token(STANDARD_APP.client_id, 4242, "octocat")
     now = datetime.now(UTC)
     service = bearer("commit-worker", Role.SERVICE)
-    async with two_workers(tmp_path, fake_github) as workers:
+    async with two_workers(tmp_path, fake_github, database.url) as workers:
         base, lines = workers.base, workers.lines
         stored = await post(
             base,
