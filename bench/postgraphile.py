@@ -167,6 +167,10 @@ async def serve(cli: str) -> int:
     if node is None:
         print("no node on PATH", file=sys.stderr)
         return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     process = await asyncio.create_subprocess_exec(
         node,
         cli,
@@ -188,25 +192,19 @@ async def serve(cli: str) -> int:
         stdout=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stopped = asyncio.create_task(stop.wait())
     try:
-        port = await _port(process.stdout)
-        if port is None:
+        # Until it listens, then until it is stopped, or ends on its own.
+        port = asyncio.create_task(_port(process.stdout))
+        await asyncio.wait((port, stopped), return_when=asyncio.FIRST_COMPLETED)
+        if stopped.done():
+            return 0
+        if port.result() is None:
             return await process.wait() or 1
-        print(f"listening {port}", flush=True)
+        print(f"listening {port.result()}", flush=True)
         passing_on = asyncio.create_task(_pass_on(process.stdout))
-        stopped = asyncio.create_task(stop.wait())
-        exited = asyncio.create_task(process.wait())
-        await asyncio.wait((stopped, exited), return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if exited.done():
-            return exited.result() or 1  # PostGraphile ended on its own
-        exited.cancel()
-        passing_on.cancel()
-        return 0
+        await asyncio.wait((passing_on, stopped), return_when=asyncio.FIRST_COMPLETED)
+        return 0 if stopped.done() else await process.wait() or 1
     finally:
         if process.returncode is None:
             process.terminate()
