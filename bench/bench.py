@@ -20,6 +20,10 @@ refresh
     `--burst` simultaneous checkouts for each of `--refresh-users` users whose
     access token is due for a refresh; GitHub must see exactly one refresh
     per user.
+peer
+    PostGraphile v4 (`bench/postgraphile.py`, no auth) reading the same
+    status columns of a random user's token from the same PostgreSQL
+    database; skipped without node and npm.
 
 Engines: Piccolo's stock SQLiteEngine (the baseline), ghvault's pooled SQLite
 engine, and PostgreSQL when `--postgres` (or TEST_DATABASE_URL) names a
@@ -67,7 +71,7 @@ import asyncpg
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 
-from bench import load
+from bench import load, postgraphile
 from bench import profile as profiling
 from bench import scale as scaling
 from server.auth import Principal
@@ -88,6 +92,7 @@ POSTGRES = "postgres"
 POOLED_2 = "sqlite-pooled x2"
 POSTGRES_2 = "postgres x2"
 
+PEER_ENGINE = "postgraphile"
 SQLITE_CEILING = "sqlite-ceiling"
 POSTGRES_CEILING = "postgres-ceiling"
 CEILING_OF = {
@@ -100,10 +105,11 @@ CEILING_OF = {
 FLOOR = "http floor (GET /healthz)"
 STATUS = "status"
 CEILING = "status ceiling (bench/ceiling.py)"
+PEER = "status peer (PostGraphile v4)"
 STATUS_UNCACHED = "status, no parse/validation cache"
 CHECKOUT = "checkout"
 REFRESH = "refresh"
-SCENARIOS = (FLOOR, STATUS, CEILING, STATUS_UNCACHED, CHECKOUT, REFRESH)
+SCENARIOS = (FLOOR, STATUS, CEILING, PEER, STATUS_UNCACHED, CHECKOUT, REFRESH)
 
 STATUS_QUERY = "query Status { viewer { githubToken { state } } }"
 CHECKOUT_MUTATION = """
@@ -251,6 +257,7 @@ SHORT_NAMES = {
     "floor": FLOOR,
     "status": STATUS,
     "ceiling": CEILING,
+    "peer": PEER,
     "uncached": STATUS_UNCACHED,
     "checkout": CHECKOUT,
     "refresh": REFRESH,
@@ -434,9 +441,13 @@ async def drive_all(
 # ---------------------------------------------------------------- the calls
 
 
-def graphql_call(query: str, variables: dict[str, Any], authorization: str, check: Check) -> Call:
+def graphql_call(
+    query: str, variables: dict[str, Any], authorization: str | None, check: Check
+) -> Call:
     body = json.dumps({"query": query, "variables": variables}).encode()
-    headers = {"Content-Type": "application/json", "Authorization": authorization}
+    headers = {"Content-Type": "application/json"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
     return Call("POST", "/graphql", body, headers, check)
 
 
@@ -459,6 +470,23 @@ def check_active(status: int, payload: Any) -> str | None:
         return problem
     state = data["viewer"]["githubToken"]["state"]
     return None if state == "ACTIVE" else f"state {state}, expected ACTIVE"
+
+
+def check_peer_active(status: int, payload: Any) -> str | None:
+    """PostGraphile's answer to `postgraphile.STATUS_QUERY`: one token, in state ACTIVE."""
+    data, problem = graphql_data(status, payload)
+    if problem is not None:
+        return problem
+    nodes = data["allUserGithubAppTokens"]["nodes"]
+    if len(nodes) != 1:
+        return f"{len(nodes)} tokens, expected one"
+    token = nodes[0]
+    expires = token["accessTokenExpiresAt"]
+    if token["revokedAt"] is not None:
+        return "token revoked, expected ACTIVE"
+    if expires is not None and datetime.fromisoformat(expires) <= utc_now():
+        return "access token expired, expected ACTIVE"
+    return None
 
 
 def checkout_result(status: int, payload: Any) -> tuple[bool | None, str | None]:
@@ -608,6 +636,8 @@ class Target:
     serve_args: tuple[str, ...] = ()
     scenarios: tuple[str, ...] = (STATUS, CHECKOUT, REFRESH)
     module: str = "bench.serve"
+    optional: bool = False  # a peer: skipped, not a failure, when it does not start
+    fact: tuple[str, str] | None = None  # (name, version) for the report, once it runs
 
 
 # Process id of each running server, by its label in the results (for profiles).
@@ -676,6 +706,8 @@ class Bench:
             return Row.of(scenario, engine, sample)
         if scenario in (STATUS, STATUS_UNCACHED, CEILING):
             return await self.status(scenario, engine, session, base_url)
+        if scenario == PEER:
+            return await self.peer(engine, session, base_url)
         if scenario == CHECKOUT:
             return await self.checkout(engine, session, base_url)
         if scenario == REFRESH:
@@ -696,6 +728,19 @@ class Bench:
             return await self.wrk(scenario, engine, base_url, calls, expect='"ACTIVE"')
         sample = await drive_for(session, base_url, lambda: self.rng.choice(calls), self.options)
         return Row.of(scenario, engine, sample)
+
+    async def peer(self, engine: str, session: aiohttp.ClientSession, base_url: str) -> Row:
+        """The status scenario's load on PostGraphile: no JWT, its own query."""
+        calls = [
+            graphql_call(
+                postgraphile.STATUS_QUERY, {"userId": user_id(index)}, None, check_peer_active
+            )
+            for index in range(self.options.users)
+        ]
+        if self.options.load == "wrk":
+            return await self.wrk(PEER, engine, base_url, calls, expect=postgraphile.EXPECTED)
+        sample = await drive_for(session, base_url, lambda: self.rng.choice(calls), self.options)
+        return Row.of(PEER, engine, sample)
 
     async def wrk(
         self, scenario: str, engine: str, base_url: str, calls: Sequence[Call], *, expect: str
@@ -832,6 +877,25 @@ async def prepare_postgres(
     ]
 
 
+async def prepare_peer(url: str) -> list[Target]:
+    """PostGraphile on the PostgreSQL database, installed on first use; none without node."""
+    try:
+        installed = await asyncio.to_thread(postgraphile.install, progress)
+    except (postgraphile.Unavailable, OSError) as exc:
+        progress(f"PostGraphile peer skipped: {exc}")
+        return []
+    peer = Target(
+        PEER_ENGINE,
+        url,
+        (str(installed.cli),),
+        (PEER,),
+        module="bench.postgraphile",
+        optional=True,
+        fact=("PostGraphile", installed.description),
+    )
+    return [peer]
+
+
 async def run(options: Options, facts: dict[str, str]) -> list[Row]:
     """Prepare every database, start every server, then run the scenarios.
 
@@ -848,13 +912,24 @@ async def run(options: Options, facts: dict[str, str]) -> list[Row]:
             url, version = await stack.enter_async_context(throwaway_postgres(options.postgres_url))
             facts["PostgreSQL"] = version
             targets += await prepare_postgres(url, fake, keyring, options)
+            if PEER in options.scenarios:
+                targets += await prepare_peer(url)
+        elif PEER in options.scenarios:
+            progress("PostGraphile peer skipped: it needs --postgres (or TEST_DATABASE_URL)")
         log_path = directory / "servers.log"
-        base_urls = [
-            await stack.enter_async_context(
-                running_server(target, settings_env(target.database_url, fake), log_path)
-            )
-            for target in targets
-        ]
+        started = []
+        for target in targets:
+            server = running_server(target, settings_env(target.database_url, fake), log_path)
+            try:
+                started.append((target, await stack.enter_async_context(server)))
+            except (RuntimeError, TimeoutError) as exc:
+                if not target.optional:
+                    raise
+                reason = str(exc) or f"no answer within {SERVER_START_TIMEOUT_SECONDS:g} s"
+                progress(f"{target.engine} skipped: {reason}")
+                continue
+            if target.fact:
+                facts[target.fact[0]] = target.fact[1]
         session = await stack.enter_async_context(
             aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0),
@@ -864,7 +939,7 @@ async def run(options: Options, facts: dict[str, str]) -> list[Row]:
         bench = Bench(options, fake, random.Random(options.seed))  # noqa: S311 -- not for secrets
         rows = []
         for scenario in options.scenarios:
-            for target, base_url in zip(targets, base_urls, strict=True):
+            for target, base_url in started:
                 if scenario in target.scenarios:
                     progress(f"{scenario} on {target.engine}")
                     rows.append(
@@ -1011,11 +1086,12 @@ def comparisons(rows: Sequence[Row]) -> list[str]:
     for engine, ceiling_engine in CEILING_OF.items():
         status, ceiling = by_key.get((STATUS, engine)), by_key.get((CEILING, ceiling_engine))
         if status and ceiling and ceiling.rate:
-            lines.append(
-                f"status on {engine} / its ceiling: ratio {status.rate / ceiling.rate:.2f} "
-                f"({status.rate:.0f} vs {ceiling.rate:.0f} req/s), "
-                f"p99/p50 {status.p99 / status.p50:.1f} vs {ceiling.p99 / ceiling.p50:.1f}"
-            )
+            lines.append(f"status on {engine} / its ceiling: {_ratio(status, ceiling)}")
+    peer = by_key.get((PEER, PEER_ENGINE))
+    for engine in (POSTGRES_2, POSTGRES):
+        status = by_key.get((STATUS, engine))
+        if status and peer and peer.rate:
+            lines.append(f"status on {engine} / PostGraphile: {_ratio(status, peer)}")
     cached, uncached = by_key.get((STATUS, POOLED)), by_key.get((STATUS_UNCACHED, POOLED))
     if cached and uncached:
         lines.append(
@@ -1023,6 +1099,13 @@ def comparisons(rows: Sequence[Row]) -> list[str]:
             f"{_versus(cached, uncached)}"
         )
     return lines
+
+
+def _ratio(row: Row, other: Row) -> str:
+    return (
+        f"ratio {row.rate / other.rate:.2f} ({row.rate:.0f} vs {other.rate:.0f} req/s), "
+        f"p99/p50 {row.p99 / row.p50:.1f} vs {other.p99 / other.p50:.1f}"
+    )
 
 
 def _versus(row: Row, baseline: Row) -> str:
@@ -1067,8 +1150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     rows = asyncio.run(run(options, facts))
     print(report(options, facts, rows))
-    # The stock engine is the baseline: its errors are a result, not a failure of ghvault.
-    ours = [row for row in rows if row.engine != STOCK]
+    # The stock engine and the peer are baselines: their errors are a result, not a
+    # failure of ghvault.
+    ours = [row for row in rows if row.engine not in (STOCK, PEER_ENGINE)]
     failed = any(row.errors or "NOT exactly" in row.note for row in ours)
     return 1 if failed else 0
 
