@@ -4,7 +4,10 @@
 
 Rows are made in SQL (generate_series on PostgreSQL, a recursive CTE on
 SQLite) with a spread of expiries, revocations and both app types; the
-ciphertext columns hold placeholders, since neither query reads them. Each
+ciphertext columns hold placeholders, since neither query reads them. SQLite
+ids are dashed like Piccolo's UUIDs: the column has numeric affinity, and a
+bare hex id such as `1234e5678...` would be stored as a number (two of them
+can collide as infinity). Each
 query runs --repeat times after one warm-up run; the table shows the median
 and the fastest. PostgreSQL runs in a database `ghvault_bench_<random>`,
 dropped at the end; SQLite in a temporary file.
@@ -65,7 +68,9 @@ INSERT INTO user_github_app_tokens (
     access_token_encrypted, access_token_expires_at,
     refresh_token_encrypted, refresh_token_expires_at,
     credential_version, revoked_at, created_at, updated_at)
-SELECT lower(hex(randomblob(16))), 'u' || n, CASE WHEN n % 5 = 0 THEN 'lite' ELSE 'standard' END,
+SELECT printf('%s-%s-%s-%s-%s', lower(hex(randomblob(4))), lower(hex(randomblob(2))),
+        lower(hex(randomblob(2))), lower(hex(randomblob(2))), lower(hex(randomblob(6)))),
+    'u' || n, CASE WHEN n % 5 = 0 THEN 'lite' ELSE 'standard' END,
     CAST(n AS TEXT), 'l' || n,
     'v1:placeholder', strftime('%Y-%m-%d %H:%M:%S+00:00', 'now', ((n % 100) - 20) || ' hours'),
     'v1:placeholder', strftime('%Y-%m-%d %H:%M:%S+00:00', 'now', ((n % 200) - 10) || ' days'),
