@@ -22,10 +22,11 @@ Hours are whole hours since the epoch (UTC), so the window shifts an hour
 by exactly 720. On SQLite the counts are updated in place: writes are
 serialized there anyway. On PostgreSQL concurrent writers must not queue
 on (or deadlock over) shared count rows, a refresh above all, whose new
-tokens must be stored: the trigger appends its changes to
+tokens must be stored: the triggers append their changes to
 `user_github_app_token_count_changes`, which readers add in and fold into
-the counts from time to time (server/storage/token_counts.py). A TRUNCATE
-of the tokens empties both.
+the counts as they go (server/storage/token_counts.py); inserts and deletes
+are counted per statement, so a bulk load appends a few hundred changes. A
+TRUNCATE of the tokens empties both.
 """
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
@@ -81,9 +82,11 @@ def _hour(column: str) -> str:
     return f"floor(extract(epoch FROM {column}) / 3600)::bigint"
 
 
-def _row(prefix: str, sign: int) -> str:
-    """One token row as (app, live, refreshable, access hour, refresh hour, sign)."""
-    source = f" FROM {TOKENS}" if prefix == "" else ""
+def _row(sign: int, *, record: str = "", table: str | None = None) -> str:
+    """Token rows as (app, live, refreshable, access hour, refresh hour, sign): the trigger's
+    `record` (NEW or OLD) or every row of `table`."""
+    prefix = f"{record}." if record else ""
+    source = f" FROM {table}" if table else ""
     return (
         f"SELECT {prefix}github_app_type AS app, {prefix}revoked_at IS NULL AS live, "
         f"{prefix}refresh_token_encrypted IS NOT NULL AS refreshable, "
@@ -117,15 +120,14 @@ SERIES = {
 def _count_rows(rows: list[str], into: str, *, upsert: bool) -> str:
     """INSERT the counts of `rows` (signed) per series, app type and hour into `into`."""
     source = " UNION ALL ".join(rows)
-    per_series = " UNION ALL ".join(
-        f"SELECT '{name}' AS series, v.app AS app, {hour} AS bucket, v.d AS d "  # noqa: S608 -- fixed SQL
-        f"FROM ({source}) AS v"
-        for name, hour in SERIES.items()
-    )
+    names = " UNION ALL ".join(f"SELECT '{name}' AS name" for name in SERIES)
+    hour = " ".join(f"WHEN '{name}' THEN {when}" for name, when in SERIES.items())
     # SQLite reads `ON CONFLICT` after a SELECT as a join constraint unless a WHERE comes first.
     statement = (
         f"INSERT INTO {into} (series, github_app_type, bucket, n) "  # noqa: S608 -- fixed SQL
-        f"SELECT s.series, s.app, s.bucket, SUM(s.d) FROM ({per_series}) AS s "
+        f"SELECT s.series, s.app, s.bucket, SUM(s.d) FROM (SELECT series.name AS series, "
+        f"v.app AS app, CASE series.name {hour} END AS bucket, v.d AS d "
+        f"FROM ({source}) AS v CROSS JOIN ({names}) AS series) AS s "
         "WHERE s.bucket IS NOT NULL GROUP BY s.series, s.app, s.bucket HAVING SUM(s.d) <> 0"
     )
     if upsert:
@@ -151,10 +153,10 @@ def _changed(old: str, new: str) -> str:
 def _sqlite_statements() -> list[str]:
     drop_empty = f"DELETE FROM {COUNTS} WHERE n = 0"  # noqa: S608 -- fixed name
     bodies = {
-        "insert": ([_row("NEW.", 1)], "AFTER INSERT", ""),
-        "delete": ([_row("OLD.", -1)], "AFTER DELETE", ""),
+        "insert": ([_row(1, record="NEW")], "AFTER INSERT", ""),
+        "delete": ([_row(-1, record="OLD")], "AFTER DELETE", ""),
         "update": (
-            [_row("OLD.", -1), _row("NEW.", 1)],
+            [_row(-1, record="OLD"), _row(1, record="NEW")],
             "AFTER UPDATE",
             f" WHEN {_changed('OLD', 'NEW')}",
         ),
@@ -169,11 +171,17 @@ def _sqlite_statements() -> list[str]:
 
 
 def _postgres_statements() -> list[str]:
-    insert = _count_rows([_row("NEW.", 1)], CHANGES, upsert=False)
-    delete = _count_rows([_row("OLD.", -1)], CHANGES, upsert=False)
-    update = _count_rows([_row("OLD.", -1), _row("NEW.", 1)], CHANGES, upsert=False)
+    # Inserts and deletes are counted per statement, from its transition table: a bulk
+    # load appends a few hundred changes, not several per row. Updates are counted per
+    # row, so that one changing no counted column (every checkout's) costs nothing.
+    insert = _count_rows([_row(1, table="inserted")], CHANGES, upsert=False)
+    delete = _count_rows([_row(-1, table="deleted")], CHANGES, upsert=False)
+    update = _count_rows([_row(-1, record="OLD"), _row(1, record="NEW")], CHANGES, upsert=False)
     return [
         _counts_table(CHANGES, keyed=False),
+        # Rows come and go all the time: vacuum it by dead rows, not by its size.
+        f"ALTER TABLE {CHANGES} SET (autovacuum_vacuum_scale_factor = 0, "
+        "autovacuum_vacuum_threshold = 10000)",
         f"""
         CREATE FUNCTION ghvault_count_token_change() RETURNS trigger AS $$
         BEGIN
@@ -196,8 +204,12 @@ def _postgres_statements() -> list[str]:
         END;
         $$ LANGUAGE plpgsql
         """,
-        f"CREATE TRIGGER {TOKENS}_count_write AFTER INSERT OR DELETE ON {TOKENS} "
-        "FOR EACH ROW EXECUTE FUNCTION ghvault_count_token_change()",
+        f"CREATE TRIGGER {TOKENS}_count_insert AFTER INSERT ON {TOKENS} "
+        "REFERENCING NEW TABLE AS inserted "
+        "FOR EACH STATEMENT EXECUTE FUNCTION ghvault_count_token_change()",
+        f"CREATE TRIGGER {TOKENS}_count_delete AFTER DELETE ON {TOKENS} "
+        "REFERENCING OLD TABLE AS deleted "
+        "FOR EACH STATEMENT EXECUTE FUNCTION ghvault_count_token_change()",
         f"CREATE TRIGGER {TOKENS}_count_update AFTER UPDATE ON {TOKENS} FOR EACH ROW "
         f"WHEN ({_changed('OLD', 'NEW')}) EXECUTE FUNCTION ghvault_count_token_change()",
         f"CREATE TRIGGER {TOKENS}_count_truncate AFTER TRUNCATE ON {TOKENS} "
@@ -212,7 +224,7 @@ def _forwards_statements() -> list[str]:
         # Emptied counts are deleted (SQLite at once, PostgreSQL when folding changes in).
         f"CREATE INDEX {COUNTS}_empty ON {COUNTS} (series) WHERE n = 0",
         # The rows already there, counted once; the triggers keep it up from here.
-        _count_rows([_row("", 1)], COUNTS, upsert=False),
+        _count_rows([_row(1, table=TOKENS)], COUNTS, upsert=False),
     ]
     triggers = _sqlite_statements() if _is_sqlite() else _postgres_statements()
     return [*indexes, *counts, *triggers]
@@ -228,7 +240,7 @@ def _backwards_statements() -> list[str]:
         triggers = [
             *(
                 f"DROP TRIGGER IF EXISTS {TOKENS}_count_{name} ON {TOKENS}"
-                for name in ("write", "update", "truncate")
+                for name in ("insert", "delete", "update", "truncate")
             ),
             "DROP FUNCTION IF EXISTS ghvault_count_token_change()",
             "DROP FUNCTION IF EXISTS ghvault_count_token_truncate()",

@@ -16,7 +16,8 @@ from server.config import Settings
 from server.domain.enums import AppType, TokenState
 from server.domain.stats import token_stats
 from server.domain.status import STATUS_COLUMNS, STORED_STATES, count_by_state, status_from_row
-from server.domain.sweep import count_due, due_condition, is_due
+from server.domain.sweep import DEFAULT_WINDOW, count_due, due_condition, is_due
+from server.storage.tables import User
 from server.storage.tables import UserGithubAppToken as Token
 from tests.fake_github import FakeGitHub
 from tests.helpers import (
@@ -40,6 +41,7 @@ from tests.seeding import seed_tokens
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
 EXPIRIES = (Token.access_token_expires_at, Token.refresh_token_expires_at)
+
 
 CHECKOUT = """
 mutation Checkout($userId: ID!) {
@@ -153,6 +155,26 @@ async def test_stats_agree_with_every_row_after_inserts_updates_and_deletes(
     )
     # A checkout's note of use changes no count.
     await Token.update({Token.last_used_at: T0}).where(Token.user_id.like("%4"))
+    # One statement inserting a row and updating another (an upsert).
+    await User.insert(User(id="upserted"))
+    await Token.insert(
+        *(
+            Token(
+                user_id=user_id,
+                github_app_type=AppType.STANDARD.value,
+                github_user_id=f"upsert-{user_id}",
+                github_login="upserted",
+                access_token_expires_at=T0 + 2 * MINUTE,
+                refresh_token_encrypted="v1:opaque",
+                refresh_token_expires_at=T0 + DEFAULT_WINDOW - MINUTE,
+            )
+            for user_id in ("upserted", "varied000")
+        )
+    ).on_conflict(
+        target=(Token.user_id, Token.github_app_type),
+        action="DO UPDATE",
+        values=[Token.access_token_expires_at, Token.refresh_token_expires_at],
+    )
     await assert_stats_agree_with_rows()
 
     await Token.delete().where(Token.user_id.like("%8") | Token.user_id.like("varied3%"))

@@ -318,7 +318,8 @@ COUNT_TRIGGERS = {
         "user_github_app_tokens_count_delete",
     },
     "postgres": {
-        "user_github_app_tokens_count_write",
+        "user_github_app_tokens_count_insert",
+        "user_github_app_tokens_count_delete",
         "user_github_app_tokens_count_update",
         "user_github_app_tokens_count_truncate",
         "ghvault_count_token_change",

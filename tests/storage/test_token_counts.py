@@ -117,7 +117,7 @@ async def test_changes_not_yet_folded_are_counted(database: Database) -> None:
     if database.is_sqlite:
         pytest.skip("SQLite updates the counts in place")
     await insert_varied_tokens()
-    assert await token_counts.fold_changes(batch=50) == 50
+    assert await token_counts.fold_changes(batch=10) == 10
     await Token.update({Token.revoked_at: T0}).where(Token.user_id.like("varied1%"))
 
     holder = await asyncpg.connect(database.url)
