@@ -73,13 +73,25 @@ def _is_sqlite() -> bool:
     return engine_finder().engine_type == "sqlite"
 
 
+# The hour of PostgreSQL's '-infinity': before every instant, and still a bigint
+# after the window is subtracted.
+BEFORE_ALL_HOURS = -(10**12)
+
+
 def _hour(column: str) -> str:
-    """Whole hours since the epoch, rounded down, of a timestamp (NULL stays NULL)."""
+    """Whole hours since the epoch, rounded down, of a timestamp (NULL stays NULL).
+
+    PostgreSQL's 'infinity' (after every instant) is NULL as well: like a
+    missing expiry, it is never at or before `now`.
+    """
     if _is_sqlite():
         seconds = f"CAST(strftime('%s', {column}) AS INTEGER)"
         # SQLite's integer division truncates towards zero: step down before 1970.
         return f"({seconds} / 3600 - ({seconds} % 3600 < 0))"
-    return f"floor(extract(epoch FROM {column}) / 3600)::bigint"
+    return (
+        f"CASE WHEN {column} = '-infinity' THEN {BEFORE_ALL_HOURS} "
+        f"WHEN isfinite({column}) THEN floor(extract(epoch FROM {column}) / 3600)::bigint END"
+    )
 
 
 def _row(sign: int, *, record: str = "", table: str | None = None) -> str:

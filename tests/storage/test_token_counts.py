@@ -15,7 +15,8 @@ import asyncpg
 import pytest
 
 from server.domain.stats import token_stats
-from server.domain.sweep import DEFAULT_WINDOW
+from server.domain.status import count_by_state, state_condition
+from server.domain.sweep import DEFAULT_WINDOW, count_due, due_condition
 from server.storage import token_counts
 from server.storage.tables import User
 from server.storage.tables import UserGithubAppToken as Token
@@ -131,3 +132,30 @@ async def test_changes_not_yet_folded_are_counted(database: Database) -> None:
         await holder.close()
     await assert_stats_agree_with_rows({T0})
     assert not await database.fetch(f"SELECT * FROM {token_counts.CHANGES}")
+
+
+async def test_infinite_expiries_count_as_the_state_filters_do(database: Database) -> None:
+    """Make sure PostgreSQL's 'infinity' and '-infinity', which only SQL can write, neither
+    break a write nor a count: the counts equal the state filters' and the sweep's SQL."""
+    if database.is_sqlite:
+        pytest.skip("SQLite stores timestamps as text; ghvault writes no infinity there")
+    await insert_varied_tokens()
+    await database.engine.run_ddl(
+        "UPDATE user_github_app_tokens SET access_token_expires_at = CASE "
+        "WHEN user_id LIKE '%1' THEN timestamptz 'infinity' "
+        "WHEN user_id LIKE '%2' THEN timestamptz '-infinity' "
+        "ELSE access_token_expires_at END, refresh_token_expires_at = CASE "
+        "WHEN user_id LIKE '%3' THEN timestamptz 'infinity' "
+        "WHEN user_id LIKE '%4' THEN timestamptz '-infinity' "
+        "ELSE refresh_token_expires_at END"
+    )
+    for now in (T0 - timedelta(days=400), T0, T0 + timedelta(hours=8, microseconds=1)):
+        counts = await count_by_state(now)
+        for (app_type, state), count in counts.items():
+            condition = state_condition(state, now)
+            assert condition is not None
+            expected = await Token.count().where(
+                condition & (Token.github_app_type == app_type.value)
+            )
+            assert count == expected, (now, app_type, state)
+        assert await count_due(now) == await Token.count().where(due_condition(now, DEFAULT_WINDOW))
