@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import os
 import re
 import secrets
@@ -22,7 +23,12 @@ import asyncpg
 from piccolo.engine.base import Engine
 
 from server.auth import mint_token
-from server.domain.enums import Role
+from server.domain.enums import AppType, Role
+from server.domain.stats import token_stats
+from server.domain.status import STATUS_COLUMNS, STORED_STATES, status_from_row
+from server.domain.sweep import DEFAULT_WINDOW, is_due
+from server.storage.tables import User
+from server.storage.tables import UserGithubAppToken as Token
 from tests.fake_github import LITE_APP, STANDARD_APP, FakeGitHub
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -296,3 +302,95 @@ SERVICE = bearer("commit-worker", Role.SERVICE)
 ADMIN = bearer("root", Role.ADMIN)
 ALICE = bearer("alice", Role.USER)
 BOB = bearer("bob", Role.USER)
+
+
+# ---------------------------------------------------------------- token statistics
+
+MICROSECOND = timedelta(microseconds=1)
+
+
+def hour_start(value: datetime) -> datetime:
+    return value.replace(minute=0, second=0, microsecond=0)
+
+
+def boundary_instants(rows: list[dict[str, Any]], window: timedelta) -> set[datetime]:
+    """Instants where some row changes state or dueness, a microsecond either side of
+    them, and the starts of their hours (where the kept counts change buckets)."""
+    edges = set()
+    for row in rows:
+        access, refresh = row["access_token_expires_at"], row["refresh_token_expires_at"]
+        edges |= {value for value in (access, refresh) if value is not None}
+        if refresh is not None:
+            edges.add(refresh - window)
+    edges |= {hour_start(edge) for edge in edges}
+    return {edge + step * MICROSECOND for edge in edges for step in (-1, 0, 1)}
+
+
+# Each expiry is NULL, on an hour boundary (T0 is one), inside an hour with
+# microseconds, or exactly where the sweep's window starts; some refresh tokens
+# expire before their access token.
+_ACCESS_EXPIRIES = (
+    None,
+    T0 - timedelta(hours=1),
+    T0,
+    T0 + timedelta(minutes=25, microseconds=1),
+    T0 + timedelta(hours=8),
+)
+_REFRESH_EXPIRIES = (
+    None,
+    T0 - timedelta(hours=2),
+    T0 + timedelta(minutes=10),
+    T0 + DEFAULT_WINDOW,
+    T0 + DEFAULT_WINDOW + timedelta(minutes=30, microseconds=1),
+    T0 + timedelta(days=180),
+)
+
+
+async def insert_varied_tokens() -> int:
+    """Tokens of every combination of app type, revocation, expiries and refresh token
+    presence (users `varied000`...); returns how many."""
+    combinations = itertools.product(
+        AppType, (None, T0 - timedelta(hours=1)), _ACCESS_EXPIRIES, (False, True), _REFRESH_EXPIRIES
+    )
+    users, tokens = [], []
+    for index, (app_type, revoked, access, has_refresh, refresh) in enumerate(combinations):
+        user_id = f"varied{index:03}"
+        users.append(User(id=user_id))
+        tokens.append(
+            Token(
+                user_id=user_id,
+                github_app_type=app_type.value,
+                github_user_id=str(10_000 + index),
+                github_login=f"login{index}",
+                access_token_encrypted="v1:opaque",
+                access_token_expires_at=access,
+                refresh_token_encrypted="v1:opaque" if has_refresh else None,
+                refresh_token_expires_at=refresh,
+                revoked_at=revoked,
+            )
+        )
+    await User.insert(*users)
+    await Token.insert(*tokens)
+    return len(tokens)
+
+
+async def assert_stats_agree_with_rows(instants: set[datetime] | None = None) -> int:
+    """githubTokenStats at each instant equals `derive_state` and `is_due` applied to every
+    stored row in Python; by default at every boundary instant of the rows. Returns how
+    many instants were checked."""
+    rows = await Token.select(*STATUS_COLUMNS, Token.refresh_token_encrypted)
+    if instants is None:
+        instants = boundary_instants(rows, DEFAULT_WINDOW) | {T0}
+    for now in sorted(instants):
+        stats = await token_stats(now)
+        expected = dict.fromkeys(
+            ((state, app_type) for state in STORED_STATES for app_type in AppType), 0
+        )
+        for row in rows:
+            status = status_from_row(row, now)
+            expected[status.state, status.app_type] += 1
+        counted = {(item.state, item.app_type): item.count for item in stats.by_state}
+        assert counted == expected, now
+        due = sum(is_due(row, now, DEFAULT_WINDOW) for row in rows)
+        assert stats.due_for_refresh == due, now
+    return len(instants)

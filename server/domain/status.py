@@ -6,13 +6,13 @@ Status reads select no ciphertext and never decrypt.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from piccolo.columns.combination import WhereRaw
 from piccolo.custom_types import Combinable
-from piccolo.query.functions.aggregate import Count
 from piccolo.query.functions.string import Lower
 from piccolo.query.methods.select import Select
 from piccolo.querystring import QueryString
@@ -23,6 +23,7 @@ from server.domain.pagination import Page, check_page_size, decode_cursor, encod
 from server.identifiers import canonical_github_user_id
 from server.storage.reads import PreparedSelect
 from server.storage.tables import UserGithubAppToken as Token
+from server.storage.token_counts import counts_at
 
 RECONNECT_STATES = frozenset(
     {TokenState.NOT_CONNECTED, TokenState.REVOKED, TokenState.REFRESH_EXPIRED}
@@ -167,18 +168,25 @@ STORED_STATES = (
 )
 
 
+def states_from_counts(
+    counts: Mapping[AppType, Mapping[str, int]],
+) -> dict[tuple[AppType, TokenState], int]:
+    """Rows per (app type, state) from the kept counts at an instant (see
+    server/storage/token_counts.py); mirrors `derive_state`, tests check the two agree."""
+    states = {}
+    for app_type in AppType:
+        kept = counts[app_type]
+        # Every REFRESH_EXPIRED row's access has expired: it is part of access_expired.
+        states[app_type, TokenState.ACTIVE] = kept["live"] - kept["access_expired"]
+        states[app_type, TokenState.EXPIRED] = kept["access_expired"] - kept["refresh_expired"]
+        states[app_type, TokenState.REFRESH_EXPIRED] = kept["refresh_expired"]
+        states[app_type, TokenState.REVOKED] = kept["revoked"]
+    return states
+
+
 async def count_by_state(now: datetime) -> dict[tuple[AppType, TokenState], int]:
-    """Stored rows per (app type, state) at `now`, zeros included; one grouped count per state."""
-    counts = {(app_type, state): 0 for app_type in AppType for state in STORED_STATES}
-    for state in STORED_STATES:
-        rows = (
-            await Token.select(Token.github_app_type, Count(alias="count"))
-            .where(state_condition(state, now))
-            .group_by(Token.github_app_type)
-        )
-        for row in rows:
-            counts[AppType(row["github_app_type"]), state] = row["count"]
-    return counts
+    """Stored rows per (app type, state) at `now`, zeros included, from the kept counts."""
+    return states_from_counts(await counts_at(now))
 
 
 @dataclass(frozen=True)

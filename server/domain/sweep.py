@@ -32,6 +32,7 @@ from server.domain.github_access import GitHubAccess
 from server.domain.locks import KeyedLocks
 from server.domain.refresh import Locked, refresh_single_flight, refresh_token_usable
 from server.storage.tables import UserGithubAppToken as Token
+from server.storage.token_counts import KEPT_DUE_WINDOW, counts_at
 
 logger = logging.getLogger("ghvault.sweep")
 
@@ -67,7 +68,19 @@ def is_due(row: Mapping[str, Any], now: datetime, within: timedelta) -> bool:
     )
 
 
+def due_from_counts(counts: Mapping[AppType, Mapping[str, int]]) -> int:
+    """Due rows from the kept counts at an instant (server/storage/token_counts.py).
+
+    A row is due from the earlier of its access expiry and its refresh expiry
+    minus the window until its refresh expiry; the first comes no later than
+    the second, so "due" is "started" minus "ended".
+    """
+    return sum(kept["due_from"] - kept["refresh_lapsed"] for kept in counts.values())
+
+
 async def count_due(now: datetime, within: timedelta = DEFAULT_WINDOW) -> int:
+    if within == KEPT_DUE_WINDOW:
+        return due_from_counts(await counts_at(now))
     return await Token.count().where(due_condition(now, within))
 
 

@@ -17,20 +17,34 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from server.config import parse_database_url
+from server.storage import engines
 from server.storage.tables import TABLES
-from tests.helpers import PROJECT_ROOT, PostgresServer, migrate, run_piccolo
+from tests.helpers import (
+    PROJECT_ROOT,
+    PostgresServer,
+    assert_stats_agree_with_rows,
+    migrate,
+    run_piccolo,
+)
 
 ENGINES = ["sqlite", "postgres"]
 MIGRATIONS_FOLDER = PROJECT_ROOT / "piccolo_migrations"
 GHVAULT = Path(sys.executable).parent / "ghvault"
 
 APP_TABLES = {table._meta.tablename for table in TABLES}
+# Kept by triggers, not Piccolo tables (migration 2026-11-30T16:00:00): per engine.
+COUNT_TABLES = {
+    "sqlite": {"user_github_app_token_counts"},
+    "postgres": {"user_github_app_token_counts", "user_github_app_token_count_changes"},
+}
 UNIQUE_USER_APP = "user_github_app_tokens_user_app_unique"
 UNIQUE_GITHUB_USER_APP = "user_github_app_tokens_github_user_app_unique"
 APP_TYPE_CHECK = "user_github_app_tokens_app_type_check"
@@ -105,6 +119,10 @@ class Connection:
             self.raw.execute(sql.replace("$", "?"), args)
         else:
             await self.raw.execute(sql, *args)
+
+    def time(self, value: datetime | None) -> Any:
+        """A timestamp as the engine's column holds it (Piccolo's text on SQLite)."""
+        return str(value) if self.target.is_sqlite and value is not None else value
 
     async def fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         if self.target.is_sqlite:
@@ -234,7 +252,7 @@ async def test_forwards_backwards_and_forwards_again_leave_the_same_schema(
 
     run_piccolo_ok("migrations", "forwards", "all", target=target)
     first = await schema_objects(target)
-    assert await table_names(target) == APP_TABLES | {"migration"}
+    assert await table_names(target) == APP_TABLES | COUNT_TABLES[target.kind] | {"migration"}
     assert second_migration_objects(target) <= {name for _, name in first}
 
     run_piccolo_ok("migrations", "backwards", "all", "--auto_agree", target=target)
@@ -286,6 +304,110 @@ async def test_list_indexes_come_with_forwards_and_go_with_backwards(
     assert await index_names(target) == migrated
 
 
+COUNTS_MIGRATION = "2026-11-30T16:00:00:000000"
+COUNT_INDEXES = {
+    "user_github_app_tokens_refreshable_access",
+    "user_github_app_tokens_refreshable_refresh",
+    "user_github_app_tokens_unrefreshable_access",
+    "user_github_app_token_counts_empty",
+}
+COUNT_TRIGGERS = {
+    "sqlite": {
+        "user_github_app_tokens_count_insert",
+        "user_github_app_tokens_count_update",
+        "user_github_app_tokens_count_delete",
+    },
+    "postgres": {
+        "user_github_app_tokens_count_insert",
+        "user_github_app_tokens_count_delete",
+        "user_github_app_tokens_count_update",
+        "user_github_app_tokens_count_truncate",
+        "ghvault_count_token_change",
+        "ghvault_count_token_truncate",
+    },
+}
+
+
+async def insert_varied_tokens(connection: Connection, prefix: str) -> None:
+    """Tokens in every state, of both app types, some without expiries or refresh token."""
+    now = datetime.now(UTC)
+    hours = timedelta(hours=1)
+    rows = [  # access expiry, refresh token, refresh expiry, revoked at
+        (None, None, None, None),
+        (now + 3 * hours, "v1:x", now + 90 * 24 * hours, None),
+        (now - 3 * hours, "v1:x", now + 9 * 24 * hours, None),
+        (now - 3 * hours, "v1:x", now - hours, None),
+        (now - 3 * hours, None, None, None),
+        (now + 3 * hours, "v1:x", None, now),
+    ]
+    for index, (access, refresh, refresh_expiry, revoked) in enumerate(rows * 2):
+        user = f"{prefix}{index}"
+        await add_user(connection, user)
+        await connection.execute(
+            "INSERT INTO user_github_app_tokens (id, user_id, github_app_type, github_user_id, "
+            "github_login, access_token_expires_at, refresh_token_encrypted, "
+            "refresh_token_expires_at, revoked_at) "
+            "VALUES ($1, $2, $3, $4, 'octocat', $5, $6, $7, $8)",
+            str(uuid.uuid4()),
+            user,
+            "lite" if index % 2 else "standard",
+            unique("gh"),
+            connection.time(access),
+            refresh,
+            connection.time(refresh_expiry),
+            connection.time(revoked),
+        )
+
+
+@asynccontextmanager
+async def bound_to(target: Target) -> AsyncIterator[None]:
+    """The tables bound to `target` through ghvault's own engine, for domain calls."""
+    engine = engines.create_engine(parse_database_url(target.url))
+    engines.bind_tables(engine)
+    await engines.start(engine)
+    try:
+        yield
+    finally:
+        await engines.stop(engine)
+
+
+async def test_token_counts_come_with_forwards_and_go_with_backwards(
+    empty_database: Target,
+) -> None:
+    """Make sure the counts migration counts the tokens already there, keeps counting new
+    ones, and undoes to exactly the schema before it, which still takes writes."""
+    target = empty_database
+    run_piccolo_ok("migrations", "forwards", "all", target=target)
+    migrated = await schema_objects(target)
+    mine = {name for _, name in migrated} & (
+        COUNT_INDEXES | COUNT_TRIGGERS[target.kind] | COUNT_TABLES[target.kind]
+    )
+    assert mine == COUNT_INDEXES | COUNT_TRIGGERS[target.kind] | COUNT_TABLES[target.kind]
+
+    run_piccolo_ok(
+        "migrations", "backwards", "ghvault", COUNTS_MIGRATION, "--auto_agree", target=target
+    )
+    undone = await schema_objects(target)
+    assert not {name for _, name in undone} & mine
+    # Only the migration's own objects went (and the keys and autoindexes of its tables).
+    assert {name for _, name in migrated - undone} >= mine
+    assert all(name in mine or "token_count" in name for _, name in migrated - undone)
+    assert migration_status(target)[COUNTS_MIGRATION] == "False"
+    async with connect(target) as connection:
+        await insert_varied_tokens(connection, "before")
+
+    run_piccolo_ok("migrations", "forwards", "all", target=target)
+    assert await schema_objects(target) == migrated
+    async with connect(target) as connection:
+        await insert_varied_tokens(connection, "after")
+        await connection.execute(
+            "UPDATE user_github_app_tokens SET revoked_at = NULL WHERE user_id LIKE 'before%'"
+        )
+        await connection.execute("DELETE FROM users WHERE id LIKE 'after1%'")
+    async with bound_to(target):
+        assert await assert_stats_agree_with_rows() > 10
+
+
 # ---------------------------------------------------------------- schema vs tables
 
 _DIFFER = """
@@ -327,7 +449,7 @@ async def test_migrated_tables_have_the_columns_and_nullability_of_the_table_cla
 ) -> None:
     """Make sure each migrated table has exactly the Piccolo columns, NOT NULL where they are."""
     target = migrated_database
-    assert await table_names(target) - {"migration"} == APP_TABLES
+    assert await table_names(target) - {"migration"} == APP_TABLES | COUNT_TABLES[target.kind]
     async with connect(target) as connection:
         for table in TABLES:
             name = table._meta.tablename

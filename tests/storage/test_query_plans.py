@@ -11,22 +11,32 @@ SQLite plans by the shape of the query and the indexes alone.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 from piccolo.query.methods.select import Select
 from piccolo.querystring import QueryString
 
+from bench.token_stats import POSTGRES_FILL
 from server.domain import audit, status
 from server.domain.enums import AppType, AuditAction, TokenState
 from server.domain.pagination import encode_cursor
 from server.domain.status import TokenFilter
+from server.storage import token_counts
 from tests.helpers import T0, Database
 
 NEWEST = "user_github_app_tokens_newest"
 LOGIN = "user_github_app_tokens_login_newest"
 REVOKED = "user_github_app_tokens_revoked_newest"
 LIVE_EXPIRY = "user_github_app_tokens_live_access_expiry"
+COUNT_INDEXES = {
+    token_counts.REFRESHABLE_ACCESS,
+    token_counts.UNREFRESHABLE_ACCESS,
+    token_counts.REFRESHABLE_REFRESH,
+}
+EXPIRY_INDEXES = {LIVE_EXPIRY, *COUNT_INDEXES}
 GITHUB_USER_INDEXES = {
     "user_github_app_tokens_github_user_id",
     "user_github_app_tokens_github_user_app_unique",
@@ -43,17 +53,25 @@ async def explain(database: Database, query: Select, *, sorted_ok: bool = False)
 
     With `sorted_ok`, PostgreSQL may still sort (a small set of matches).
     """
+    return await explain_querystring(database, query.querystrings[0], sorted_ok=sorted_ok)
+
+
+async def explain_querystring(
+    database: Database, querystring: QueryString, *, sorted_ok: bool = True, forced: bool = True
+) -> str:
+    """`forced` prices PostgreSQL's sequential scans (and, unless `sorted_ok`, sorts) out."""
     engine = database.engine
     if database.is_sqlite:
-        rows = await engine.run_querystring(
-            QueryString("EXPLAIN QUERY PLAN {}", query.querystrings[0])
-        )
+        rows = await engine.run_querystring(QueryString("EXPLAIN QUERY PLAN {}", querystring))
         return "\n".join(row["detail"] for row in rows)
+    if not forced:
+        rows = await engine.run_querystring(QueryString("EXPLAIN {}", querystring))
+        return "\n".join(row["QUERY PLAN"] for row in rows)
     async with engine.transaction():
         await engine.run_ddl("SET LOCAL enable_seqscan = off")
         if not sorted_ok:
             await engine.run_ddl("SET LOCAL enable_sort = off")
-        rows = await engine.run_querystring(QueryString("EXPLAIN {}", query.querystrings[0]))
+        rows = await engine.run_querystring(QueryString("EXPLAIN {}", querystring))
     return "\n".join(row["QUERY PLAN"] for row in rows)
 
 
@@ -87,12 +105,14 @@ TOKEN_CASES: dict[str, tuple[TokenFilter, set[str], bool]] = {
         False,
     ),
     # Time-dependent states: walk the list order, or take the expired range and
-    # sort only it; which is cheaper depends on how many match, so either may do.
-    "active": (TokenFilter(state=TokenState.ACTIVE), {NEWEST, LIVE_EXPIRY}, True),
-    "expired": (TokenFilter(state=TokenState.EXPIRED), {NEWEST, LIVE_EXPIRY}, True),
+    # sort only it; which is cheaper depends on how many match, so either may do,
+    # through the list's expiry index or one the token counts keep (with the
+    # refresh expiry in it, as EXPIRED and REFRESH_EXPIRED need).
+    "active": (TokenFilter(state=TokenState.ACTIVE), {NEWEST, *EXPIRY_INDEXES}, True),
+    "expired": (TokenFilter(state=TokenState.EXPIRED), {NEWEST, *EXPIRY_INDEXES}, True),
     "refresh expired": (
         TokenFilter(state=TokenState.REFRESH_EXPIRED),
-        {NEWEST, LIVE_EXPIRY},
+        {NEWEST, *EXPIRY_INDEXES},
         True,
     ),
 }
@@ -152,3 +172,52 @@ async def test_audit_list_pages_read_an_index_newest_first(
         }, plan
         return
     assert_index_walk(plan, "audit_events", indexes)
+
+
+async def fill_postgres_tokens(database: Database, rows: int) -> None:
+    """`rows` tokens spread over expiries as bench/token_stats.py makes them, then
+    statistics, so PostgreSQL plans as it would on a real table."""
+    connection = await asyncpg.connect(database.url)
+    try:
+        await connection.execute(POSTGRES_FILL.format(rows=rows))
+        await connection.execute("VACUUM ANALYZE user_github_app_tokens")
+    finally:
+        await connection.close()
+
+
+async def test_token_counts_read_only_the_current_hour_from_covering_indexes(
+    database: Database,
+) -> None:
+    """Make sure githubTokenStats reads the tokens table only as one-hour ranges of the
+    count indexes (index only on PostgreSQL), never a scan of the table.
+
+    SQLite is asked without statistics (nobody runs ANALYZE on a ghvault file);
+    PostgreSQL with those of a table of 5,000 tokens, as autovacuum keeps them.
+    """
+    if not database.is_sqlite:
+        await fill_postgres_tokens(database, 5_000)
+    now = datetime.now(UTC)
+    statement, *arguments = token_counts.counts_query(now, sqlite=database.is_sqlite)
+    plan = await explain_querystring(database, QueryString(statement, *arguments), forced=False)
+    table_lines = [line for line in plan.splitlines() if "user_github_app_tokens " in line]
+    assert {name for name in COUNT_INDEXES if name in plan} == COUNT_INDEXES, plan
+    if database.is_sqlite:
+        # Four ranges, each on the leading expiry of its index.
+        assert len(table_lines) == 4, plan
+        for line in table_lines:
+            assert line.startswith("SEARCH user_github_app_tokens USING INDEX "), plan
+            assert "_expires_at>? AND " in line, plan
+        return
+    assert "Seq Scan on user_github_app_tokens " not in plan, plan
+    scans = [line.strip() for line in table_lines]
+    assert len(scans) == 4, plan
+    assert all(line.startswith("->  Index Only Scan using ") for line in scans), plan
+    # Each range bounds the index's leading column.
+    for index, column in (
+        (token_counts.REFRESHABLE_ACCESS, "access_token_expires_at"),
+        (token_counts.UNREFRESHABLE_ACCESS, "access_token_expires_at"),
+        (token_counts.REFRESHABLE_REFRESH, "refresh_token_expires_at"),
+    ):
+        for block in plan.split("Index Only Scan using ")[1:]:
+            if block.startswith(index + " "):
+                assert f"Index Cond: (({column} >= " in block, plan
