@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from piccolo.columns.combination import WhereRaw
 from piccolo.query.methods.select import Select
 
 from server.auth import Principal
@@ -15,6 +17,8 @@ from server.domain.errors import InvalidInput
 from server.domain.pagination import Page, check_page_size, decode_cursor, encode_cursor, paginate
 from server.redaction import redact_obj
 from server.storage.tables import AuditEvent as AuditEventRow
+
+_ACTION_WORD = re.compile(r"[a-z_]+")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,22 @@ async def record(
     )
 
 
+def _is_action(action: AuditAction) -> WhereRaw:
+    """`action = '<value>'`, with the value written into the SQL, not bound.
+
+    Actions differ wildly in how common they are. Bound as a parameter, a
+    prepared statement soon gets PostgreSQL's generic plan, made for an
+    average action: it walks the primary key newest first and filters, which
+    for a rare action (a revocation among a million stores) reads most of the
+    table. Written in, each action gets its own statement, planned for it:
+    a rare one takes the (action, id) index. The value is one of the enum's
+    own words, never a caller's text.
+    """
+    if not _ACTION_WORD.fullmatch(action.value):
+        raise ValueError(f"not an audit action word: {action.value!r}")
+    return WhereRaw(f"action = '{action.value}'")
+
+
 def list_query(
     *, user_id: str | None, action: AuditAction | None, first: int, after: str | None
 ) -> Select:
@@ -66,7 +86,7 @@ def list_query(
     if user_id is not None:
         query = query.where(AuditEventRow.subject_user_id == user_id)
     if action is not None:
-        query = query.where(AuditEventRow.action == action.value)
+        query = query.where(_is_action(action))
     if after is not None:
         (last_id,) = decode_cursor(after, 1)
         if not isinstance(last_id, int):

@@ -221,3 +221,43 @@ async def test_token_counts_read_only_the_current_hour_from_covering_indexes(
         for block in plan.split("Index Only Scan using ")[1:]:
             if block.startswith(index + " "):
                 assert f"Index Cond: (({column} >= " in block, plan
+
+
+def sql_literal(value: object) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+async def test_a_rare_action_reads_its_index_under_a_generic_plan(database: Database) -> None:
+    """Make sure the audit log by action keeps its index once PostgreSQL caches a generic
+    plan for the prepared statement (after five runs), where a rare action would
+    otherwise be found by walking the whole log newest first."""
+    if database.is_sqlite:
+        pytest.skip("SQLite plans each statement by its shape alone")
+    connection = await asyncpg.connect(database.url)
+    try:
+        await connection.execute(
+            "INSERT INTO audit_events (occurred_at, action, subject_user_id) "
+            "SELECT now() - n * interval '1 second', "
+            "CASE WHEN n % 500 = 0 THEN 'user_purged' ELSE 'token_stored' END, 'user-' || n "
+            "FROM generate_series(1, 50000) AS n"
+        )
+        await connection.execute("ANALYZE audit_events")
+        for after in (None, AUDIT_CURSOR):
+            query = audit.list_query(
+                user_id=None, action=AuditAction.USER_PURGED, first=20, after=after
+            )
+            sql, args = query.querystrings[0].compile_string(engine_type="postgres")
+            async with connection.transaction():
+                await connection.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                await connection.execute(f"PREPARE listing AS {sql}")
+                # EXECUTE takes no bound parameters: the arguments are written in.
+                values = ", ".join(sql_literal(arg) for arg in args)
+                execute = f"EXECUTE listing({values})" if args else "EXECUTE listing"
+                rows = await connection.fetch(f"EXPLAIN {execute}")
+                await connection.execute("DEALLOCATE listing")
+            plan = "\n".join(row["QUERY PLAN"] for row in rows)
+            assert_index_walk(plan, "audit_events", {AUDIT_ACTION})
+    finally:
+        await connection.close()
