@@ -17,7 +17,7 @@ from server.domain.enums import AppType, AuditAction, TokenKind
 from server.domain.errors import Refusal
 from server.domain.github_access import GitHubAccess
 from server.domain.locks import KeyedLocks
-from server.domain.refresh import Locked, refresh_single_flight, select_token, unreadable, unusable
+from server.domain.refresh import Locked, read_token, refresh_single_flight, unreadable, unusable
 from server.domain.tokens import slot_of
 from server.storage.tables import UserGithubAppToken as Token
 from server.storage.transactions import write_transaction
@@ -55,7 +55,7 @@ async def checkout_token(
     github: GitHubAccess,
     locks: KeyedLocks,
 ) -> CheckedOutToken | Refusal:
-    row = await select_token(user_id, app_type).first()
+    row = await read_token(user_id, app_type)
     problem = unusable(row)
     if problem is not None:
         return problem

@@ -26,6 +26,7 @@ from server.domain.github_access import GitHubAccess, not_configured
 from server.domain.locks import KeyedLocks
 from server.domain.tokens import mark_revoked, slot_of
 from server.github import BadRefreshToken, GitHubError, TokenGrant
+from server.storage.reads import PreparedSelect
 from server.storage.tables import UserGithubAppToken as Token
 from server.storage.transactions import for_update, write_transaction
 
@@ -60,6 +61,20 @@ class Locked:
 
 def select_token(user_id: str, app_type: AppType) -> Any:
     return Token.select(*REFRESH_COLUMNS).where(Token.of(user_id, app_type))
+
+
+# The commit worker's hot read, before any lock: compiled once (see server.storage.reads).
+_TOKEN_OF = PreparedSelect(
+    lambda user_id, app_type: Token.select(*REFRESH_COLUMNS).where(
+        (Token.user_id == user_id) & (Token.github_app_type == app_type)
+    ),
+    arity=2,
+)
+
+
+async def read_token(user_id: str, app_type: AppType) -> dict[str, Any] | None:
+    """The row a checkout starts from (no lock: what it decides is checked again locked)."""
+    return await _TOKEN_OF.first(user_id, app_type.value)
 
 
 def unusable(row: dict[str, Any] | None) -> Refusal | None:

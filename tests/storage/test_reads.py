@@ -9,7 +9,7 @@ import pytest
 
 from server.auth import Principal
 from server.crypto import Keyring
-from server.domain import status
+from server.domain import refresh, status
 from server.domain.enums import AppType, Role, TokenState
 from server.domain.tokens import StoredToken, StoreTokenInput, store_token
 from server.storage import reads
@@ -52,6 +52,21 @@ async def test_the_hot_read_returns_what_the_orm_returns(
     assert fast is not None
     assert fast["created_at"].tzinfo is not None
     assert await status._STATUS_OF.first("nobody", "standard") is None
+
+
+async def test_the_checkout_read_returns_what_the_orm_returns(
+    database: Database, keyring: Keyring
+) -> None:
+    """Make sure checkout's first read off the ORM gives the same row, ciphertext and
+    ids included, as the ORM's query."""
+    await store("alice", keyring)
+    fast = await refresh.read_token("alice", AppType.STANDARD)
+    orm = await refresh.select_token("alice", AppType.STANDARD).first()
+    assert fast == orm
+    assert fast is not None
+    assert fast["access_token_encrypted"].startswith("v1:")
+    assert fast["access_token_expires_at"].tzinfo is not None
+    assert await refresh.read_token("nobody", AppType.STANDARD) is None
 
 
 async def test_inside_a_transaction_the_read_sees_its_writes(
