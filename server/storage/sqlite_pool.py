@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import weakref
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -82,8 +81,6 @@ class PooledSQLiteEngine(SQLiteEngine):
         self._unfinished: set[asyncio.Future[Any]] = set()
         # server.storage.reads.LoopReader, made on the first hot read of a started pool.
         self.loop_reader: Any = None
-        # Connections this engine opened and configured (dict rows, foreign keys on).
-        self._configured: weakref.WeakSet[aiosqlite.Connection] = weakref.WeakSet()
 
     @property
     def pooled(self) -> bool:
@@ -149,7 +146,6 @@ class PooledSQLiteEngine(SQLiteEngine):
         except BaseException:
             await connection.close()
             raise
-        self._configured.add(connection)
         return connection
 
     def _close_soon(self, connection: aiosqlite.Connection) -> asyncio.Future[Any]:
@@ -246,10 +242,11 @@ class PooledSQLiteEngine(SQLiteEngine):
 
         Piccolo's version re-asserts `foreign_keys` and the row factory, then
         executes, fetches and closes the cursor: four trips, each a wake-up of
-        the event loop. This engine's connections are configured when opened,
-        and SQLite has RETURNING (3.35+), so executing and fetching is all.
+        the event loop. A transaction's connection always comes from `acquire`,
+        configured when opened (`_connect`), and SQLite has RETURNING (3.35+),
+        so executing and fetching is all.
         """
-        if connection not in self._configured or sqlite3.sqlite_version_info < (3, 35):
+        if sqlite3.sqlite_version_info < (3, 35):
             return await super()._run_in_existing_connection(
                 connection, query, args, query_type, table
             )
