@@ -81,8 +81,8 @@ Validate = Callable[
 ]
 
 
-def _document_chars(document: DocumentNode) -> int:
-    return len(document.loc.source.body) if document.loc else CACHED_DOCUMENT_CHARS + 1
+def _cacheable(text: str) -> bool:
+    return len(text) <= CACHED_DOCUMENT_CHARS
 
 
 @lru_cache(maxsize=CACHE_SIZE)
@@ -96,8 +96,7 @@ class SmallDocumentParserCache(ParserCache):
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
         query = context.query or ""
-        cached = len(query) <= CACHED_DOCUMENT_CHARS
-        context.graphql_document = (_cached_parse if cached else parse)(
+        context.graphql_document = (_cached_parse if _cacheable(query) else parse)(
             query, **context.parse_options
         )
         yield
@@ -118,7 +117,7 @@ def bounded_validation(limits: GraphQLLimits) -> Validate:
     def validate_small_from_cache(
         schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...]
     ) -> list[GraphQLError]:
-        small = _document_chars(document) <= CACHED_DOCUMENT_CHARS
+        small = document.loc is not None and _cacheable(document.loc.source.body)
         return (cached if small else validate)(schema, document, rules)
 
     return validate_small_from_cache
