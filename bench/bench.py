@@ -318,9 +318,12 @@ class Row:
     p95: float
     p99: float
     note: str = ""
+    cpu_us: float | None = None  # the server's CPU time per request (all its processes)
 
     @classmethod
-    def of_wrk(cls, scenario: str, engine: str, result: load.WrkResult) -> Row:
+    def of_wrk(
+        cls, scenario: str, engine: str, result: load.WrkResult, cpu_seconds: float | None = None
+    ) -> Row:
         return cls(
             scenario,
             engine,
@@ -330,6 +333,9 @@ class Row:
             result.p50,
             result.p95,
             result.p99,
+            cpu_us=cpu_seconds * 1e6 / result.requests
+            if cpu_seconds is not None and result.requests
+            else None,
         )
 
     @classmethod
@@ -642,6 +648,37 @@ class Target:
 
 # Process id of each running server, by its label in the results (for profiles).
 SERVER_PIDS: dict[str, int] = {}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) used so far by `pid` and every live process under it.
+
+    A server's workers and PostGraphile's Node process are children of the
+    process the benchmark started. None where /proc cannot tell (not Linux).
+    """
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, seconds)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # After the command name (in parentheses, may hold spaces): state, ppid, ...
+        fields = text[text.rindex(")") + 2 :].split()
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    if pid not in stats:
+        return None
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in stats.items():
+        children.setdefault(parent, []).append(child)
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        total += stats[current][1]
+        pending.extend(children.get(current, ()))
+    return total
 
 
 @asynccontextmanager
@@ -768,10 +805,15 @@ class Bench:
 
         if self.options.warmup > 0:
             await asyncio.to_thread(measure, self.options.warmup)
+        pid = SERVER_PIDS.get(engine)
+        cpu_before = cpu_seconds(pid) if pid else None
         measured = asyncio.create_task(asyncio.to_thread(measure, self.options.duration))
-        if self.options.profile and scenario in (STATUS, CHECKOUT) and engine in SERVER_PIDS:
-            await self.profile(f"{scenario}-{engine}", SERVER_PIDS[engine])
-        return Row.of_wrk(scenario, engine, await measured)
+        if self.options.profile and scenario in (STATUS, CHECKOUT) and pid:
+            await self.profile(f"{scenario}-{engine}", pid)
+        result = await measured
+        cpu_after = cpu_seconds(pid) if pid else None
+        used = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
+        return Row.of_wrk(scenario, engine, result, used)
 
     async def profile(self, name: str, pid: int) -> None:
         """Sample the server for most of the measured time; print the inclusive shares."""
@@ -1046,7 +1088,17 @@ def library_versions() -> str:
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    header = ("scenario", "engine", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms")
+    header = (
+        "scenario",
+        "engine",
+        "requests",
+        "errors",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "CPU us/req",
+    )
     lines = [header] + [
         (
             row.scenario,
@@ -1057,6 +1109,7 @@ def format_table(rows: Sequence[Row]) -> str:
             f"{row.p50:.2f}",
             f"{row.p95:.2f}",
             f"{row.p99:.2f}",
+            f"{row.cpu_us:.0f}" if row.cpu_us is not None else "-",
         )
         for row in rows
     ]
@@ -1102,9 +1155,14 @@ def comparisons(rows: Sequence[Row]) -> list[str]:
 
 
 def _ratio(row: Row, other: Row) -> str:
+    cpu = (
+        f", CPU {row.cpu_us:.0f} vs {other.cpu_us:.0f} us/req"
+        if row.cpu_us is not None and other.cpu_us is not None
+        else ""
+    )
     return (
         f"ratio {row.rate / other.rate:.2f} ({row.rate:.0f} vs {other.rate:.0f} req/s), "
-        f"p99/p50 {row.p99 / row.p50:.1f} vs {other.p99 / other.p50:.1f}"
+        f"p99/p50 {row.p99 / row.p50:.1f} vs {other.p99 / other.p50:.1f}{cpu}"
     )
 
 
