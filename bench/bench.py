@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -74,6 +75,7 @@ from piccolo.engine.postgres import PostgresEngine
 from bench import load, postgraphile
 from bench import profile as profiling
 from bench import scale as scaling
+from bench.serve import STATUS_WITHOUT_GRAPHQL_PATH
 from server.auth import Principal
 from server.clock import utc_now
 from server.config import Settings
@@ -105,11 +107,12 @@ CEILING_OF = {
 FLOOR = "http floor (GET /healthz)"
 STATUS = "status"
 CEILING = "status ceiling (bench/ceiling.py)"
+WITHOUT_GRAPHQL = "status without GraphQL (bench/serve.py)"
 PEER = "status peer (PostGraphile v4)"
 STATUS_UNCACHED = "status, no parse/validation cache"
 CHECKOUT = "checkout"
 REFRESH = "refresh"
-SCENARIOS = (FLOOR, STATUS, CEILING, PEER, STATUS_UNCACHED, CHECKOUT, REFRESH)
+SCENARIOS = (FLOOR, STATUS, WITHOUT_GRAPHQL, CEILING, PEER, STATUS_UNCACHED, CHECKOUT, REFRESH)
 
 STATUS_QUERY = "query Status { viewer { githubToken { state } } }"
 CHECKOUT_MUTATION = """
@@ -257,6 +260,7 @@ SHORT_NAMES = {
     "floor": FLOOR,
     "status": STATUS,
     "ceiling": CEILING,
+    "bare": WITHOUT_GRAPHQL,
     "peer": PEER,
     "uncached": STATUS_UNCACHED,
     "checkout": CHECKOUT,
@@ -741,7 +745,7 @@ class Bench:
                 return await self.wrk(scenario, engine, base_url, [call], expect='"ok"')
             sample = await drive_for(session, base_url, lambda: call, self.options)
             return Row.of(scenario, engine, sample)
-        if scenario in (STATUS, STATUS_UNCACHED, CEILING):
+        if scenario in (STATUS, STATUS_UNCACHED, CEILING, WITHOUT_GRAPHQL):
             return await self.status(scenario, engine, session, base_url)
         if scenario == PEER:
             return await self.peer(engine, session, base_url)
@@ -758,6 +762,8 @@ class Bench:
             graphql_call(STATUS_QUERY, {}, self.authorization(user_id(index)), check_active)
             for index in range(self.options.users)
         ]
+        if scenario == WITHOUT_GRAPHQL:
+            calls = [dataclasses.replace(call, path=STATUS_WITHOUT_GRAPHQL_PATH) for call in calls]
         # A user's first status read in a process also creates the user row (a write):
         # read once as every user first, so the measurement is of steady-state reads.
         await drive_all(session, base_url, calls, concurrency=self.options.concurrency)
@@ -879,7 +885,7 @@ async def prepare_sqlite(
     await seed(PooledSQLiteEngine(str(template)), keyring, steady_tokens(options.users, utc_now()))
     targets = []
     configurations = [
-        ("pooled", POOLED, (), (FLOOR, STATUS, CHECKOUT, REFRESH)),
+        ("pooled", POOLED, (), (FLOOR, STATUS, WITHOUT_GRAPHQL, CHECKOUT, REFRESH)),
         ("pooled-2", POOLED_2, ("--workers", "2"), (STATUS,)),
     ]
     if options.baselines:
@@ -913,7 +919,7 @@ async def prepare_postgres(
     )
     await seed(PostgresEngine(config={"dsn": url}), keyring, tokens)
     return [
-        Target(POSTGRES, url),
+        Target(POSTGRES, url, (), (STATUS, WITHOUT_GRAPHQL, CHECKOUT, REFRESH)),
         Target(POSTGRES_2, url, ("--workers", "2"), (STATUS,)),
         Target(POSTGRES_CEILING, url, (), (CEILING,), module="bench.ceiling"),
     ]
@@ -1140,6 +1146,13 @@ def comparisons(rows: Sequence[Row]) -> list[str]:
         status, ceiling = by_key.get((STATUS, engine)), by_key.get((CEILING, ceiling_engine))
         if status and ceiling and ceiling.rate:
             lines.append(f"status on {engine} / its ceiling: {_ratio(status, ceiling)}")
+        bare = by_key.get((WITHOUT_GRAPHQL, engine))
+        if bare and ceiling and ceiling.rate:
+            lines.append(
+                f"status without GraphQL on {engine} / its ceiling: {_ratio(bare, ceiling)}"
+            )
+        if status and bare and bare.rate:
+            lines.append(f"status on {engine} / without GraphQL: {_ratio(status, bare)}")
     peer = by_key.get((PEER, PEER_ENGINE))
     for engine in (POSTGRES_2, POSTGRES):
         status = by_key.get((STATUS, engine))

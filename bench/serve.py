@@ -12,6 +12,11 @@ Options select the baselines:
     instead of ghvault's pooled engine.
 ``--no-graphql-caches``
     The schema without Strawberry's ParserCache and ValidationCache.
+
+Every server also answers ``POST /bench/status`` (`status_without_graphql`):
+the status read with everything ghvault does around GraphQL (middlewares,
+access log, JWT check, the same read) and no GraphQL, to tell the two costs
+apart.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import json
 import logging
 import os
 import signal
@@ -29,14 +35,20 @@ from piccolo.engine.base import Engine
 from piccolo.engine.sqlite import SQLiteEngine
 from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 
+from server.auth import AuthenticationError
 from server.config import Settings
+from server.domain.enums import AppType
+from server.domain.status import token_status
 from server.http.app import GhvaultGraphQLView, create_app
+from server.http.appkeys import CLOCK
+from server.http.graphql_view import authenticate_bearer
 from server.http.logs import RedactingAccessLogger, configure_logging
 from server.http.server import settle_start_up_objects
 from server.http.workers import run_workers
 from server.storage import engines, sqlite_pool
 
 ENGINES = ("default", "piccolo-sqlite")
+STATUS_WITHOUT_GRAPHQL_PATH = "/bench/status"
 
 
 def stock_sqlite_engine(settings: Settings) -> Engine:
@@ -64,6 +76,18 @@ def drop_graphql_caches(app: web.Application) -> None:
     raise RuntimeError("no GraphQL view among the app's routes")
 
 
+async def status_without_graphql(request: web.Request) -> web.Response:
+    """`viewer { githubToken { state } }` answered by hand: the JWT check, the body
+    decoded, ghvault's status read of the STANDARD token, JSON out."""
+    try:
+        principal = await authenticate_bearer(request.app, request.headers.get("Authorization", ""))
+    except AuthenticationError:
+        return web.json_response({"errors": [{"message": "unauthenticated"}]}, status=401)
+    json.loads(await request.read())
+    status = await token_status(principal.id, AppType.STANDARD, request.app[CLOCK]())
+    return web.json_response({"data": {"viewer": {"githubToken": {"state": status.state.name}}}})
+
+
 def _is_cache(factory: object) -> bool:
     extension = factory if isinstance(factory, SchemaExtension) else factory()  # type: ignore[operator]
     return isinstance(extension, ParserCache | ValidationCache)
@@ -75,6 +99,7 @@ async def serve(engine_kind: str, graphql_caches: bool, port: int = 0) -> None:
     app = create_app(settings, engine=engine)
     if not graphql_caches:
         drop_graphql_caches(app)
+    app.router.add_post(STATUS_WITHOUT_GRAPHQL_PATH, status_without_graphql)
     runner = web.AppRunner(app, access_log_class=RedactingAccessLogger)
     await runner.setup()
     try:
