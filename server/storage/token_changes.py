@@ -55,17 +55,26 @@ LISTEN_READY_SECONDS = 5.0
 
 
 class ChangeSource:
-    """Reports changed keys to `on_change`; `watch`/`unwatch` say which keys matter."""
+    """Reports changed keys to `on_change`; `watch`/`unwatch` say which keys matter.
+
+    A source does its work in one background task (`_task`), which ends once
+    `_stopping` is set.
+    """
 
     def __init__(self, on_change: ChangeCallback) -> None:
         self.on_change = on_change
         self.watched: Counter[TokenKey] = Counter()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         raise NotImplementedError
 
     async def stop(self) -> None:
-        raise NotImplementedError
+        # Not cancelled: a query cancelled part-way would strand its connection.
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
 
     async def watch(self, key: TokenKey) -> None:
         """Call before reading the status: changes after this call are reported."""
@@ -84,18 +93,11 @@ class PostgresChanges(ChangeSource):
         super().__init__(on_change)
         self._dsn = dsn
         self._listening = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         # The connection is opened by the first watcher: a process nobody
         # subscribes to holds no extra connection.
         pass
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
 
     async def watch(self, key: TokenKey) -> None:
         await super().watch(key)
@@ -172,17 +174,9 @@ class SQLitePolling(ChangeSource):
         super().__init__(on_change)
         self.interval = interval
         self._seen: dict[TokenKey, Fingerprint | None] = {}
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._poll_forever())
-
-    async def stop(self) -> None:
-        # Not cancelled: a query cancelled part-way would strand its connection.
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
 
     async def watch(self, key: TokenKey) -> None:
         await super().watch(key)
