@@ -76,13 +76,11 @@ from bench import load, postgraphile
 from bench import profile as profiling
 from bench import scale as scaling
 from bench.serve import STATUS_WITHOUT_GRAPHQL_PATH
-from server.auth import Principal
 from server.clock import utc_now
 from server.config import Settings
 from server.crypto import Keyring
 from server.domain.enums import AppType, Role
-from server.domain.errors import Refusal
-from server.domain.tokens import StoreTokenInput, store_token
+from server.domain.tokens import StoreTokenInput
 from server.storage import engines
 from server.storage.sqlite_pool import PooledSQLiteEngine
 from tests.fake_github import STANDARD_APP, FakeGitHub, start_fake_github
@@ -125,8 +123,6 @@ mutation Checkout($userId: ID!) {
 }
 """
 
-SEED_ACTOR = Principal(id="bench-seed", role=Role.ADMIN)
-SEED_CONCURRENCY = 8
 SERVER_START_TIMEOUT_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 60.0
 # Inside checkout's REFRESH_MARGIN (5 minutes), and refreshable after it passes too.
@@ -579,23 +575,11 @@ def near_expiry_tokens(fake: FakeGitHub, count: int, now: datetime) -> list[Stor
 
 async def seed(engine: Engine, keyring: Keyring, tokens: Sequence[StoreTokenInput]) -> None:
     """Store `tokens` through the domain (validated, encrypted, audited)."""
-    engines.bind_tables(engine)
-    await engines.start(engine)
-    try:
-        semaphore = asyncio.Semaphore(SEED_CONCURRENCY)
-
-        async def store(data: StoreTokenInput) -> None:
-            async with semaphore:
-                result = await store_token(SEED_ACTOR, data, keyring=keyring, now=utc_now())
-            if isinstance(result, Refusal):
-                raise RuntimeError(f"seeding {data.user_id} failed: {result.message}")
-
-        await asyncio.gather(*(store(data) for data in tokens))
+    async with engines.serving(engine):
+        await scaling.store_through_domain(keyring, tokens)
         if engines.is_sqlite(engine):
             # Leave nothing in the write-ahead log, so the file can be copied alone.
             await engine.run_ddl("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        await engines.stop(engine)
 
 
 def sqlite_url(path: Path) -> str:

@@ -48,6 +48,7 @@ from graphql import parse
 from strawberry.extensions import ParserCache, ValidationCache
 
 from bench.bench import seed, steady_tokens, user_id
+from bench.serve import graphql_view
 from server.auth import Principal
 from server.clock import utc_now
 from server.config import Settings
@@ -55,7 +56,6 @@ from server.domain.enums import Role
 from server.graphql.context import Context
 from server.http.app import create_app
 from server.http.appkeys import CLOCK, ENGINE, KNOWN_USERS, REFRESH_LOCKS, TOKEN_CHANGES
-from server.http.graphql_view import GhvaultGraphQLView
 from server.storage import engines
 from server.storage.sqlite_pool import PooledSQLiteEngine
 from tests.helpers import base_env, migrate
@@ -148,15 +148,8 @@ async def ghvault_execution(requests: int, rounds: int) -> float:
         settings = Settings.from_env(env)
         await seed(PooledSQLiteEngine(str(path)), settings.keyring, steady_tokens(1, utc_now()))
         app = create_app(settings)
-        engine = app[ENGINE]
-        engines.bind_tables(engine)
-        await engines.start(engine)
-        try:
-            view = next(
-                route.handler
-                for route in app.router.routes()
-                if isinstance(route.handler, GhvaultGraphQLView)
-            )
+        async with engines.serving(app[ENGINE]):
+            view = graphql_view(app)
             principal = Principal(id=user_id(0), role=Role.USER)
 
             # One request object for all (aiohttp's mock costs ~1 ms to make); a context each.
@@ -181,8 +174,6 @@ async def ghvault_execution(requests: int, rounds: int) -> float:
                 return result
 
             return await per_execution(execute, requests, rounds)
-        finally:
-            await engines.stop(engine)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -199,9 +199,13 @@ async def measure(settings: Settings, runs: int, only: str | None) -> list[Resul
     directory = Path(tempfile.mkdtemp(prefix="ghvault-hostile-"))
     path = directory / "ghvault.sqlite"
     migrate(f"sqlite:///{path}")
-    engine = PooledSQLiteEngine(path=str(path))
-    engines.bind_tables(engine)
-    await engines.start(engine)
+    async with engines.serving(PooledSQLiteEngine(path=str(path))) as engine:
+        return await _measure_on(engine, settings, runs, only)
+
+
+async def _measure_on(
+    engine: PooledSQLiteEngine, settings: Settings, runs: int, only: str | None
+) -> list[Result]:
     clock = HandlerClock()
     app = create_app(settings, engine=engine)
     app.middlewares.append(clock.middleware)
@@ -231,7 +235,6 @@ async def measure(settings: Settings, runs: int, only: str | None) -> list[Resul
             print(_row(result), file=sys.stderr, flush=True)  # progress: slow cases take minutes
     finally:
         await client.close()
-        await engines.stop(engine)
     return results
 
 

@@ -42,6 +42,7 @@ from tests.helpers import access_token, bearer, refresh_token
 
 BASE_USERS = 1_000
 SEED_ACTOR = Principal(id="bench-seed", role=Role.ADMIN)
+SEED_CONCURRENCY = 8
 
 LIST = """
 query List($filter: GithubTokenFilter, $first: Int!, $after: String) {
@@ -119,28 +120,29 @@ def revoked_indexes() -> list[int]:
     return [index for index in range(BASE_USERS) if index % 25 == 5]
 
 
+async def store_through_domain(keyring: Keyring, tokens: Sequence[StoreTokenInput]) -> None:
+    """Store `tokens` with `store_token` (validated, encrypted, audited), 8 at a time."""
+    semaphore = asyncio.Semaphore(SEED_CONCURRENCY)
+
+    async def store(data: StoreTokenInput) -> None:
+        async with semaphore:
+            result = await store_token(SEED_ACTOR, data, keyring=keyring, now=utc_now())
+        if isinstance(result, Refusal):
+            raise RuntimeError(f"seeding {data.user_id} failed: {result.message}")
+
+    await asyncio.gather(*(store(data) for data in tokens))
+
+
 async def seed(engine: Any, keyring: Keyring) -> None:
     """Store the base rows through the domain; revoke 1 in 25 through it too."""
-    engines.bind_tables(engine)
-    await engines.start(engine)
-    try:
-        semaphore = asyncio.Semaphore(8)
-
-        async def store(data: StoreTokenInput) -> None:
-            async with semaphore:
-                result = await store_token(SEED_ACTOR, data, keyring=keyring, now=utc_now())
-            if isinstance(result, Refusal):
-                raise RuntimeError(f"seeding {data.user_id} failed: {result.message}")
-
-        await asyncio.gather(*(store(data) for data in seed_tokens(utc_now())))
+    async with engines.serving(engine):
+        await store_through_domain(keyring, seed_tokens(utc_now()))
         for index in revoked_indexes():
             await revoke_token(
                 SEED_ACTOR, user_id=user_id(index), app_type=AppType.STANDARD, now=utc_now()
             )
         if engines.is_sqlite(engine):
             await engine.run_ddl("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        await engines.stop(engine)
 
 
 # ---------------------------------------------------------------- growing by SQL copies

@@ -61,19 +61,22 @@ def stock_sqlite_engine(settings: Settings) -> Engine:
     return engine
 
 
+def graphql_view(app: web.Application) -> GhvaultGraphQLView:
+    """The view serving POST /graphql in `app`."""
+    for route in app.router.routes():
+        if isinstance(route.handler, GhvaultGraphQLView):
+            return route.handler
+    raise RuntimeError("no GraphQL view among the app's routes")
+
+
 def drop_graphql_caches(app: web.Application) -> None:
     """Remove ParserCache and ValidationCache from the schema the app serves."""
-    for route in app.router.routes():
-        view = route.handler
-        if isinstance(view, GhvaultGraphQLView):
-            schema = view.schema
-            schema.extensions = tuple(  # type: ignore[attr-defined]
-                factory
-                for factory in schema.extensions  # type: ignore[attr-defined]
-                if not _is_cache(factory)
-            )
-            return
-    raise RuntimeError("no GraphQL view among the app's routes")
+    schema = graphql_view(app).schema
+    schema.extensions = tuple(  # type: ignore[attr-defined]
+        factory
+        for factory in schema.extensions  # type: ignore[attr-defined]
+        if not _is_cache(factory)
+    )
 
 
 async def status_without_graphql(request: web.Request) -> web.Response:

@@ -104,9 +104,7 @@ async def timed(run: Callable[[], Awaitable[object]], repeat: int) -> tuple[floa
 
 
 async def measure(engine: Engine, repeat: int) -> list[tuple[str, float, float]]:
-    engines.bind_tables(engine)
-    await engines.start(engine)
-    try:
+    async with engines.serving(engine):
         if not engines.is_sqlite(engine):
             # The fill's changes, all folded first: a server folds them as it goes.
             started, moved = time.perf_counter(), 0
@@ -124,8 +122,6 @@ async def measure(engine: Engine, repeat: int) -> list[tuple[str, float, float]]
                 *await timed(lambda: due_candidates(now, DEFAULT_WINDOW, 1000), repeat),
             ),
         ]
-    finally:
-        await engines.stop(engine)
 
 
 async def on_sqlite(rows: int, repeat: int) -> list[tuple[str, float, float]]:

@@ -124,13 +124,8 @@ def _positive(text: str) -> int:
 async def _database(settings: Settings) -> AsyncIterator[None]:
     from server.storage import engines
 
-    engine = engines.create_engine(settings.database)
-    engines.bind_tables(engine)
-    await engines.start(engine)
-    try:
+    async with engines.serving(engines.create_engine(settings.database)):
         yield
-    finally:
-        await engines.stop(engine)
 
 
 def _keys_status(args: argparse.Namespace) -> int:

@@ -111,14 +111,10 @@ async def database(
         url = request.getfixturevalue("postgres_url")
         engine = PostgresEngine(config={"dsn": url})
         database = Database("postgres", engine, url)
-    engines.bind_tables(engine)
-    await engines.start(engine)
-    if not database.is_sqlite:
-        await _truncate(engine)
-    try:
+    async with engines.serving(engine):
+        if not database.is_sqlite:
+            await _truncate(engine)
         yield database
-    finally:
-        await engines.stop(engine)
 
 
 # ---------------------------------------------------------------- clock, GitHub, app

@@ -8,7 +8,8 @@ checkout that the file at its path is still the one it has open.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import asyncpg
@@ -20,6 +21,7 @@ from server.storage.sqlite_pool import PooledSQLiteEngine
 from server.storage.tables import TABLES
 
 T = TypeVar("T")
+E = TypeVar("E", bound=Engine)
 
 POSTGRES_POOL_MAX_SIZE = 10
 # A connection attempt or a statement that gets no answer (a dropped network
@@ -89,6 +91,17 @@ async def start(engine: Engine) -> None:
 async def stop(engine: Engine) -> None:
     if isinstance(engine, PostgresEngine | PooledSQLiteEngine):
         await engine.close_connection_pool()
+
+
+@asynccontextmanager
+async def serving(engine: E) -> AsyncIterator[E]:
+    """The tables bound to `engine` and its pool started, until the block ends."""
+    bind_tables(engine)
+    await start(engine)
+    try:
+        yield engine
+    finally:
+        await stop(engine)
 
 
 # Pings given up on at their deadline, referenced until they have unwound.

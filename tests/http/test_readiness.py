@@ -101,14 +101,9 @@ async def test_an_empty_sqlite_file_is_not_ready(
     Before, /readyz answered 200 here while every query failed with "no such table".
     """
     path = tmp_path / "empty.sqlite"
-    engine = PooledSQLiteEngine(path=str(path))
-    engines.bind_tables(engine)
-    await engines.start(engine)
-    try:
+    async with engines.serving(PooledSQLiteEngine(path=str(path))) as engine:
         empty = Database("sqlite", engine, f"sqlite:///{path}", sqlite_path=path)
         client = await client_on(aiohttp_client, empty, clock)
         status, body = await readiness(client)
-    finally:
-        await engines.stop(engine)
     assert status == 503
     assert body == {"status": "unavailable", "database": True, "migrations": False}

@@ -362,13 +362,8 @@ async def insert_varied_tokens(connection: Connection, prefix: str) -> None:
 @asynccontextmanager
 async def bound_to(target: Target) -> AsyncIterator[None]:
     """The tables bound to `target` through ghvault's own engine, for domain calls."""
-    engine = engines.create_engine(parse_database_url(target.url))
-    engines.bind_tables(engine)
-    await engines.start(engine)
-    try:
+    async with engines.serving(engines.create_engine(parse_database_url(target.url))):
         yield
-    finally:
-        await engines.stop(engine)
 
 
 async def test_token_counts_come_with_forwards_and_go_with_backwards(
