@@ -86,7 +86,10 @@ async def status_without_graphql(request: web.Request) -> web.Response:
         principal = await authenticate_bearer(request.app, request.headers.get("Authorization", ""))
     except AuthenticationError:
         return web.json_response({"errors": [{"message": "unauthenticated"}]}, status=401)
-    json.loads(await request.read())
+    try:
+        json.loads(await request.read())
+    except ValueError:  # UnicodeDecodeError included
+        return web.json_response({"errors": [{"message": "the body is not JSON"}]}, status=400)
     status = await token_status(principal.id, AppType.STANDARD, request.app[CLOCK]())
     return web.json_response({"data": {"viewer": {"githubToken": {"state": status.state.name}}}})
 
