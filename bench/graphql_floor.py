@@ -48,7 +48,6 @@ from graphql import parse
 from strawberry.extensions import ParserCache, ValidationCache
 
 from bench.bench import seed, steady_tokens, user_id
-from bench.serve import graphql_view
 from server.auth import Principal
 from server.clock import utc_now
 from server.config import Settings
@@ -56,6 +55,7 @@ from server.domain.enums import Role
 from server.graphql.context import Context
 from server.http.app import create_app
 from server.http.appkeys import CLOCK, ENGINE, KNOWN_USERS, REFRESH_LOCKS, TOKEN_CHANGES
+from server.http.graphql_view import graphql_view
 from server.storage import engines
 from server.storage.sqlite_pool import PooledSQLiteEngine
 from tests.helpers import base_env, migrate

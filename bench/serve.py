@@ -11,7 +11,7 @@ Options select the baselines:
     Piccolo's stock SQLiteEngine (a connection per query, no pragmas)
     instead of ghvault's pooled engine.
 ``--no-graphql-caches``
-    The schema without Strawberry's ParserCache and ValidationCache.
+    The schema keeping no parsed or validated document (so no lean path either).
 
 Every server also answers ``POST /bench/status`` (`status_without_graphql`):
 the status read with everything ghvault does around GraphQL (middlewares,
@@ -28,22 +28,21 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import strawberry
 from aiohttp import web
 from piccolo.engine.base import Engine
 from piccolo.engine.sqlite import SQLiteEngine
-from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 
 from server.auth import AuthenticationError
 from server.config import Settings
 from server.domain.enums import AppType
 from server.domain.status import token_status
+from server.graphql.schema import Schema
 from server.http.app import create_app
 from server.http.appkeys import CLOCK
-from server.http.graphql_view import GhvaultGraphQLView, authenticate_bearer
+from server.http.graphql_view import authenticate_bearer, graphql_view
 from server.http.logs import RedactingAccessLogger, configure_logging
 from server.http.server import settle_start_up_objects
 from server.http.workers import run_workers
@@ -63,19 +62,12 @@ def stock_sqlite_engine(settings: Settings) -> Engine[Any]:
     return engine
 
 
-def graphql_view(app: web.Application) -> GhvaultGraphQLView:
-    """The view serving POST /graphql in `app`."""
-    for route in app.router.routes():
-        if isinstance(route.handler, GhvaultGraphQLView):
-            return route.handler
-    raise RuntimeError("no GraphQL view among the app's routes")
-
-
 def drop_graphql_caches(app: web.Application) -> None:
-    """Remove ParserCache and ValidationCache from the schema the app serves."""
+    """Keep no parsed or validated document in the schema the app serves (so the lean
+    path, which answers only documents kept validated, never runs either)."""
     schema = graphql_view(app).schema
-    assert isinstance(schema, strawberry.Schema)
-    schema.extensions = tuple(factory for factory in schema.extensions if not _is_cache(factory))
+    assert isinstance(schema, Schema)
+    schema.documents.size = 0
 
 
 async def status_without_graphql(request: web.Request) -> web.Response:
@@ -91,10 +83,6 @@ async def status_without_graphql(request: web.Request) -> web.Response:
         return web.json_response({"errors": [{"message": "the body is not JSON"}]}, status=400)
     status = await token_status(principal.id, AppType.STANDARD, request.app[CLOCK]())
     return web.json_response({"data": {"viewer": {"githubToken": {"state": status.state.name}}}})
-
-
-def _is_cache(factory: type[SchemaExtension] | Callable[[], SchemaExtension]) -> bool:
-    return isinstance(factory(), ParserCache | ValidationCache)
 
 
 async def serve(engine_kind: str, graphql_caches: bool, port: int = 0) -> None:

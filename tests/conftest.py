@@ -25,7 +25,9 @@ from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 
 from server.config import Settings
+from server.graphql.lean import LeanDocuments
 from server.http.app import create_app
+from server.http.graphql_view import GhvaultGraphQLView
 from server.http.logs import json_handler
 from server.storage import engines
 from server.storage.sqlite_pool import PooledSQLiteEngine
@@ -142,6 +144,17 @@ async def gql(
 ) -> GraphQLClient:
     app = create_app(settings, clock=clock, engine=database.engine)
     return GraphQLClient(await aiohttp_client(app))
+
+
+# ---------------------------------------------------------------- the lean path
+
+
+@pytest.fixture(autouse=True)
+def lean_path_throughout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request the lean path can take takes it, a document's first one included
+    (a server takes it from the second on): the suite checks the lean path's answers,
+    and tests/graphql/test_lean_path.py that they are Strawberry's."""
+    monkeypatch.setattr(GhvaultGraphQLView, "lean_documents", LeanDocuments.ALL)
 
 
 # ---------------------------------------------------------------- logs

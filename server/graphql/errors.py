@@ -79,6 +79,17 @@ def client_error(error: GraphQLError, *, request_id: str, production: bool) -> G
     )
 
 
+def client_errors(
+    errors: list[GraphQLError], *, request_id: str, production: bool
+) -> list[GraphQLError]:
+    return [client_error(error, request_id=request_id, production=production) for error in errors]
+
+
+def log_errors(errors: list[GraphQLError], *, request_id: str) -> None:
+    for error in errors:
+        log_error(error, request_id=request_id)
+
+
 def log_error(error: GraphQLError, *, request_id: str) -> None:
     """Unexpected errors with their traceback, expected ones as a line; all redacted."""
     path = ".".join(str(part) for part in error.path or ())
@@ -116,7 +127,6 @@ class RedactErrors(SchemaExtension):
         if not isinstance(result, _WithErrors) or not result.errors:
             return
         request_id = getattr(self.execution_context.context, "request_id", "-")
-        result.errors = [
-            client_error(error, request_id=request_id, production=self.production)
-            for error in result.errors
-        ]
+        result.errors = client_errors(
+            result.errors, request_id=request_id, production=self.production
+        )

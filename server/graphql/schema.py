@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 from typing import Any
 
 import strawberry
-from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, parse
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, specified_rules
 from strawberry.extensions import (
-    AddValidationRules,
     DisableIntrospection,
     MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
 )
@@ -34,21 +30,14 @@ from server.graphql import (
     users,
 )
 from server.graphql.budget import DocumentBudget
-from server.graphql.errors import RedactErrors, log_error
+from server.graphql.documents import DocumentCache, Rules, Validate
+from server.graphql.errors import RedactErrors, log_errors
+from server.graphql.observers import ObserveOperations, OperationObserver
 from server.graphql.operation_log import OperationLog
 from server.graphql.rules import NoNulCharacters
 from server.graphql.subscriptions import Subscription
 from server.graphql.types import graphql_core_schema
 from server.graphql.variables import CheckVariables
-
-# Parsed and validated documents are kept for texts up to this many characters:
-# the operations of a frontend or a worker are a few hundred, GraphiQL's
-# introspection query is 1.6k. A document's syntax tree takes about 350 bytes
-# per token, so caching what an attacker can send (64 KiB, thousands of tokens,
-# a new text each time) would hold hundreds of megabytes and make every full
-# garbage collection of the process pause for 100 ms and more.
-CACHED_DOCUMENT_CHARS = 2048
-CACHE_SIZE = 256
 
 # One module per capability; the order here is the order of fields in the SDL.
 Query = merge_types("Query", (users.Query, status.Query, audit.Query, stats.Query))
@@ -59,79 +48,66 @@ Mutation = merge_types(
 
 
 class Schema(strawberry.Schema):
+    """Strawberry's schema, and what ghvault decided about it once (create_schema sets these).
+
+    Strawberry's path and the lean path (server.graphql.lean) both read them.
+    """
+
+    production: bool
+    documents: DocumentCache
+    # Strawberry's own rules, then ghvault's: what every document is validated with.
+    validation_rules: Rules
+    validate: Validate
+    observers: tuple[OperationObserver, ...]
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         # Replaces Strawberry's default, which logs raw messages and tracebacks.
         context: Any = execution_context.context if execution_context else None
-        request_id = getattr(context, "request_id", "-")
-        for error in errors:
-            log_error(error, request_id=request_id)
+        log_errors(errors, request_id=getattr(context, "request_id", "-"))
 
 
 Extension = Callable[[], SchemaExtension] | type[SchemaExtension]
 
 
-Validate = Callable[
-    [GraphQLSchema, DocumentNode, tuple[type[ASTValidationRule], ...]], list[GraphQLError]
-]
-
-
-def _cacheable(text: str) -> bool:
-    return len(text) <= CACHED_DOCUMENT_CHARS
-
-
-@lru_cache(maxsize=CACHE_SIZE)
-def _cached_parse(query: str, **options: Any) -> DocumentNode:
-    return parse(query, **options)
-
-
-class SmallDocumentParserCache(ParserCache):
-    """Strawberry's parser cache, for documents of at most CACHED_DOCUMENT_CHARS."""
-
-    def on_parse(self) -> Iterator[None]:
-        context = self.execution_context
-        query = context.query or ""
-        context.graphql_document = (_cached_parse if _cacheable(query) else parse)(
-            query, **context.parse_options
-        )
-        yield
-
-
 def bounded_validation(limits: GraphQLLimits) -> Validate:
-    """graphql-core's validation behind the document budget, cached per small document."""
+    """graphql-core's validation behind the document budget."""
     budget = DocumentBudget(limits)
 
-    def validate(
-        schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...]
-    ) -> list[GraphQLError]:
+    def validate(schema: GraphQLSchema, document: DocumentNode, rules: Rules) -> list[GraphQLError]:
         refusal = budget.check(document)
         return [refusal] if refusal else validate_document(schema, document, rules)
 
-    cached = lru_cache(maxsize=CACHE_SIZE)(validate)
-
-    def validate_small_from_cache(
-        schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...]
-    ) -> list[GraphQLError]:
-        small = document.loc is not None and _cacheable(document.loc.source.body)
-        return (cached if small else validate)(schema, document, rules)
-
-    return validate_small_from_cache
+    return validate
 
 
-class BoundedValidation(SchemaExtension):
-    """Replaces Strawberry's validation step (and its ValidationCache) with `validate`."""
+class CachedParsing(SchemaExtension):
+    """Replaces Strawberry's parsing step (and its ParserCache) with the schema's cache."""
 
-    def __init__(self, validate: Validate) -> None:
+    def __init__(self, documents: DocumentCache) -> None:
+        self.documents = documents
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        context.graphql_document = self.documents.parse(context.query or "")
+        yield
+
+
+class CachedValidation(SchemaExtension):
+    """Replaces Strawberry's validation step (and its ValidationCache) with `validate`,
+    once per document the schema's cache keeps."""
+
+    def __init__(self, documents: DocumentCache, rules: Rules, validate: Validate) -> None:
+        self.documents = documents
+        self.rules = rules
         self.validate = validate
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
         assert context.graphql_document is not None
-        context.pre_execution_errors = self.validate(
-            graphql_core_schema(context.schema),
-            context.graphql_document,
-            tuple(context.validation_rules),
+        context.pre_execution_errors = self.documents.validate(
+            graphql_core_schema(context.schema), context.graphql_document, self.rules, self.validate
         )
         yield
 
@@ -141,34 +117,41 @@ def create_schema(
     production: bool = False,
     introspection: bool = True,
     limits: GraphQLLimits | None = None,
-    observers: tuple[Extension, ...] = (),
+    observers: tuple[OperationObserver, ...] = (),
 ) -> Schema:
     """Limits apply in every environment; production masks errors and hides suggestions.
 
-    `observers` are extensions that watch operations (metrics), run after the others.
+    `observers` are told of every operation (metrics), after the access log is.
     """
     limits = limits or GraphQLLimits()
-    # The limiters make new rule classes each time they are constructed, and
-    # Strawberry constructs extensions per request; the validation cache keys
-    # on the rule classes, so they are made once here or the cache never hits.
-    rules = [
+    # The limiters make new rule classes each time they are constructed; they
+    # are made once here, so that a document validates once per schema.
+    rules: Rules = (
+        *specified_rules,
         NoNulCharacters,
         *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
         *(() if introspection else DisableIntrospection().validation_rules),
-    ]
+    )
+    documents = DocumentCache(max_tokens=limits.max_tokens)
     validate = bounded_validation(limits)
+    watchers = (OperationLog(), *observers)
     extensions: list[Extension] = [
-        lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-        SmallDocumentParserCache,
-        lambda: AddValidationRules(rules),
-        lambda: BoundedValidation(validate),
+        lambda: CachedParsing(documents),
+        lambda: CachedValidation(documents, rules, validate),
         lambda: RedactErrors(production=production),
         CheckVariables,
-        OperationLog,
-        *observers,
+        lambda: ObserveOperations(watchers),
     ]
-    return Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
+    schema = Schema(
+        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
+    )
+    schema.production = production
+    schema.documents = documents
+    schema.validation_rules = rules
+    schema.validate = validate
+    schema.observers = watchers
+    return schema
 
 
 def export_sdl() -> str:

@@ -232,7 +232,7 @@ def create_app(
             production=settings.is_production,
             introspection=settings.graphiql_enabled,
             limits=settings.graphql_limits,
-            observers=(app[METRICS].operation_extension(),),
+            observers=(app[METRICS],),
         ),
         graphql_ide=None,
         allow_queries_via_get=False,

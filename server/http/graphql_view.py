@@ -4,6 +4,11 @@ An anonymous POST is answered from its headers alone: its body is never read,
 parsed or validated, so a stranger cannot make the server do GraphQL work.
 Bodies are decoded with bounds (UTF-8, nesting, no NUL) so malformed input is
 a 4xx saying what was wrong, never a 500.
+
+The common request, an application/json POST of a document the schema has
+validated before, is run by the lean path (server.graphql.lean) through the
+same hooks of this view (body decoding, context, result and response
+shaping) as Strawberry's `run`, which answers everything else.
 """
 
 from __future__ import annotations
@@ -11,18 +16,21 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 from aiohttp import web
 from cross_web import HTTPException
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.schema.base import BaseSchema
 from strawberry.types.unset import UnsetType
 
 from server.auth import AuthenticationError, Principal, authenticate, bearer_token
 from server.domain.enums import RequestErrorCode
 from server.graphql.context import Context
 from server.graphql.errors import unauthenticated
+from server.graphql.lean import LeanDocuments, LeanExecution, supports
+from server.graphql.schema import Schema
 from server.http.appkeys import (
     CLOCK,
     GITHUB,
@@ -92,8 +100,35 @@ async def authenticate_bearer(app: web.Application, authorization: str) -> Princ
     return authenticate(authorization, app[SETTINGS].jwt, key=key, cache=app[VERIFIED_TOKENS])
 
 
+def lean_request(
+    data: object,
+) -> tuple[str, dict[str, Any] | None, str | None, dict[str, Any] | None] | None:
+    """(query, variables, operationName, extensions) of a single request of the usual
+    shape; None for anything else, which Strawberry's path judges (and refuses)."""
+    if not isinstance(data, dict):
+        return None
+    query, variables = data.get("query"), data.get("variables")
+    operation_name, extensions = data.get("operationName"), data.get("extensions")
+    if (
+        isinstance(query, str)
+        and isinstance(variables, dict | None)
+        and isinstance(operation_name, str | None)
+        and isinstance(extensions, dict | None)
+    ):
+        return query, variables, operation_name, extensions
+    return None
+
+
 class GhvaultGraphQLView(GraphQLView[Context, None]):
     websocket_adapter_class = WebSocketAdapter
+    # Which documents skip Strawberry's per-request machinery (server.graphql.lean).
+    lean_documents: LeanDocuments = LeanDocuments.VALIDATED
+
+    def __init__(self, schema: BaseSchema, **options: Any) -> None:
+        super().__init__(schema, **options)
+        self.lean = (
+            LeanExecution(schema) if isinstance(schema, Schema) and supports(schema) else None
+        )
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
@@ -117,7 +152,28 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
                 status=415, text=f"GraphQL requests must be sent as {JSON_MEDIA_TYPE}"
             )
         request[PRINCIPAL] = principal
-        return await super().__call__(request)
+        lean = await self._run_lean(request)
+        return lean if lean is not None else await super().__call__(request)
+
+    async def _run_lean(self, request: web.Request) -> web.Response | None:
+        """The lean path's answer, or None for Strawberry's path, which then reads the body
+        again (from aiohttp's copy) and answers whatever is wrong with it itself."""
+        if self.lean is None or self.lean_documents is LeanDocuments.NONE:
+            return None
+        try:
+            fields = lean_request(self.decode_json(await request.read()))
+        except HTTPException:
+            return None
+        if fields is None:
+            return None
+        query, variables, operation_name, extensions = fields
+        operation = self.lean.operation(query, operation_name, self.lean_documents)
+        if operation is None:
+            return None
+        sub_response = await self.get_sub_response(request)
+        context = await self.get_context(request, sub_response)
+        result = await self.lean.execute(operation, variables, context, extensions)
+        return self.create_response(await self.process_result(request, result), sub_response)
 
     async def _principal(self, request: web.Request) -> Principal | None:
         app = request.app
@@ -192,3 +248,11 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
             refresh_locks=app[REFRESH_LOCKS],
             token_changes=app[TOKEN_CHANGES],
         )
+
+
+def graphql_view(app: web.Application) -> GhvaultGraphQLView:
+    """The view serving POST /graphql in `app`."""
+    for route in app.router.routes():
+        if isinstance(route.handler, GhvaultGraphQLView):
+            return route.handler
+    raise RuntimeError("no GraphQL view among the app's routes")

@@ -19,12 +19,12 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from graphql import FieldNode, get_operation_ast
+from graphql import DocumentNode, FieldNode, GraphQLError, get_operation_ast
 from piccolo.engine.base import Engine
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -40,13 +40,12 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
-from strawberry.extensions import SchemaExtension
-from strawberry.types import ExecutionContext
 
 from server.clock import Clock
 from server.domain.enums import AppType, TokenState
 from server.domain.status import count_by_state
 from server.domain.sweep import SWEEP_OUTCOMES, SweepReport
+from server.graphql.observers import OperationOutcome
 from server.storage import engines
 
 logger = logging.getLogger("ghvault.metrics")
@@ -135,9 +134,14 @@ class Metrics:
     def webhook_done(self, result: str) -> None:
         self.webhooks.labels(result).inc()
 
-    def operation_extension(self) -> Callable[[], SchemaExtension]:
-        """A schema extension timing each GraphQL operation into these metrics."""
-        return lambda: OperationMetrics(self)
+    # OperationObserver (server.graphql.observers): one call per GraphQL operation.
+    def operation_done(self, outcome: OperationOutcome) -> None:
+        if outcome.document is None:
+            operation, result = "invalid", "INVALID_QUERY"
+        else:
+            operation = operation_label(outcome.document, outcome.operation_name)
+            result = outcome_label(outcome.errors)
+        self.graphql.labels(operation, result).observe(outcome.seconds)
 
 
 class TokenCounts(Collector):
@@ -191,30 +195,10 @@ class TokenCounts(Collector):
         yield family
 
 
-class OperationMetrics(SchemaExtension):
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-        self.executed = False
-
-    def on_execute(self) -> Iterator[None]:
-        # Reached only by a document that parsed and validated.
-        self.executed = True
-        yield
-
-    def on_operation(self) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        context = self.execution_context
-        operation = operation_label(context) if self.executed else "invalid"
-        outcome = outcome_label(context) if self.executed else "INVALID_QUERY"
-        self.metrics.graphql.labels(operation, outcome).observe(time.perf_counter() - started)
-
-
-def operation_label(context: ExecutionContext) -> str:
+def operation_label(document: DocumentNode, operation_name: str | None) -> str:
     """The root field of a validated operation (a field of the schema, whatever the
     client's text), or "multiple" for several."""
-    document = context.graphql_document
-    operation = get_operation_ast(document, context.operation_name) if document else None
+    operation = get_operation_ast(document, operation_name)
     if operation is None:
         return "invalid"
     selections = operation.selection_set.selections
@@ -225,9 +209,8 @@ def operation_label(context: ExecutionContext) -> str:
     return "multiple"
 
 
-def outcome_label(context: ExecutionContext) -> str:
+def outcome_label(errors: Sequence[GraphQLError]) -> str:
     """ "ok", or the code of the first error (codes are ghvault's own words)."""
-    errors = getattr(context.result, "errors", None)
     if not errors:
         return "ok"
     code = (errors[0].extensions or {}).get("code")

@@ -10,6 +10,7 @@ from graphql import get_introspection_query, parse
 from strawberry.schema import schema as strawberry_schema
 
 from server.config import GraphQLLimits
+from server.graphql import documents as documents_module
 from server.graphql import schema as schema_module
 from server.graphql.budget import MAX_NESTING, DocumentBudget
 from tests.helpers import ADMIN, PURGE, REVOKE, STORE, VIEWER_TOKEN, GraphQLClient
@@ -193,15 +194,15 @@ async def test_small_documents_are_kept_parsed_and_validated_and_large_ones_are_
     """A cached syntax tree costs ~350 bytes per token: only documents of the size clients
     send are kept, so distinct large documents cannot fill memory (or slow the GC)."""
     parsed: list[str] = []
-    parse_document = parse  # what schema.py calls
+    parse_document = parse  # what documents.py calls
 
     def counting_parse(source: str, **options: Any) -> Any:
         parsed.append(source)
         return parse_document(source, **options)
 
-    monkeypatch.setattr(schema_module, "parse", counting_parse)
+    monkeypatch.setattr(documents_module, "parse", counting_parse)
     small = "{ viewer { id role } } # " + uuid.uuid4().hex  # a text no other test sent
-    large = small + " " * schema_module.CACHED_DOCUMENT_CHARS
+    large = small + " " * documents_module.CACHED_DOCUMENT_CHARS
     for document in (small, small, large, large):
         data = await gql.data(document, auth=ADMIN)
         assert data == {"viewer": {"id": "root", "role": "ADMIN"}}

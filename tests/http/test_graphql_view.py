@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from server.domain.enums import Role
+from server.graphql.lean import LeanExecution
 from server.graphql.schema import Schema
 from server.http.graphql_view import MAX_JSON_DEPTH, GhvaultGraphQLView
 from tests.helpers import ADMIN, GraphQLClient, bearer, error_codes
@@ -25,24 +26,26 @@ ANONYMOUS_BODY = {
 
 
 class Spy:
-    """Counts how often the view reads a body and the schema runs a document."""
+    """Counts how often the view decodes a body and a document runs, on either path."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.parsed = 0
         self.executed = 0
-        parse_http_body = GhvaultGraphQLView.parse_http_body
-        execute = Schema.execute
+        decode_json = GhvaultGraphQLView.decode_json
 
-        async def counting_parse(view: Any, *args: Any, **kwargs: Any) -> Any:
+        def counting_decode(view: Any, *args: Any, **kwargs: Any) -> Any:
             self.parsed += 1
-            return await parse_http_body(view, *args, **kwargs)
+            return decode_json(view, *args, **kwargs)
 
-        async def counting_execute(schema: Any, *args: Any, **kwargs: Any) -> Any:
-            self.executed += 1
-            return await execute(schema, *args, **kwargs)
+        monkeypatch.setattr(GhvaultGraphQLView, "decode_json", counting_decode)
+        for owner in (Schema, LeanExecution):
+            execute = owner.execute
 
-        monkeypatch.setattr(GhvaultGraphQLView, "parse_http_body", counting_parse)
-        monkeypatch.setattr(Schema, "execute", counting_execute)
+            async def counting_execute(*args: Any, execute: Any = execute, **kwargs: Any) -> Any:
+                self.executed += 1
+                return await execute(*args, **kwargs)
+
+            monkeypatch.setattr(owner, "execute", counting_execute)
 
 
 @pytest.fixture
