@@ -20,6 +20,10 @@ refresh
     `--burst` simultaneous checkouts for each of `--refresh-users` users whose
     access token is due for a refresh; GitHub must see exactly one refresh
     per user.
+strawberry
+    the same request to `bench/strawberry_floor.py`: Strawberry's stock
+    aiohttp view and caches on a minimal schema, with the ceiling's JWT
+    check and read; what Strawberry itself costs.
 peer
     PostGraphile v4 (`bench/postgraphile.py`, no auth) reading the same
     status columns of a random user's token from the same PostgreSQL
@@ -101,16 +105,30 @@ CEILING_OF = {
     POSTGRES: POSTGRES_CEILING,
     POSTGRES_2: POSTGRES_CEILING,
 }
+SQLITE_STRAWBERRY = "sqlite-strawberry"
+POSTGRES_STRAWBERRY = "postgres-strawberry"
+STRAWBERRY_OF = {POOLED: SQLITE_STRAWBERRY, POSTGRES: POSTGRES_STRAWBERRY}
 
 FLOOR = "http floor (GET /healthz)"
 STATUS = "status"
 CEILING = "status ceiling (bench/ceiling.py)"
+STRAWBERRY_FLOOR = "status floor (bench/strawberry_floor.py)"
 WITHOUT_GRAPHQL = "status without GraphQL (bench/serve.py)"
 PEER = "status peer (PostGraphile v4)"
 STATUS_UNCACHED = "status, no parse/validation cache"
 CHECKOUT = "checkout"
 REFRESH = "refresh"
-SCENARIOS = (FLOOR, STATUS, WITHOUT_GRAPHQL, CEILING, PEER, STATUS_UNCACHED, CHECKOUT, REFRESH)
+SCENARIOS = (
+    FLOOR,
+    STATUS,
+    WITHOUT_GRAPHQL,
+    STRAWBERRY_FLOOR,
+    CEILING,
+    PEER,
+    STATUS_UNCACHED,
+    CHECKOUT,
+    REFRESH,
+)
 
 STATUS_QUERY = "query Status { viewer { githubToken { state } } }"
 CHECKOUT_MUTATION = """
@@ -256,6 +274,7 @@ SHORT_NAMES = {
     "floor": FLOOR,
     "status": STATUS,
     "ceiling": CEILING,
+    "strawberry": STRAWBERRY_FLOOR,
     "bare": WITHOUT_GRAPHQL,
     "peer": PEER,
     "uncached": STATUS_UNCACHED,
@@ -729,7 +748,7 @@ class Bench:
                 return await self.wrk(scenario, engine, base_url, [call], expect='"ok"')
             sample = await drive_for(session, base_url, lambda: call, self.options)
             return Row.of(scenario, engine, sample)
-        if scenario in (STATUS, STATUS_UNCACHED, CEILING, WITHOUT_GRAPHQL):
+        if scenario in (STATUS, STATUS_UNCACHED, CEILING, STRAWBERRY_FLOOR, WITHOUT_GRAPHQL):
             return await self.status(scenario, engine, session, base_url)
         if scenario == PEER:
             return await self.peer(engine, session, base_url)
@@ -885,9 +904,19 @@ async def prepare_sqlite(
             await seed(PooledSQLiteEngine(str(path)), keyring, refreshing)
         targets.append(Target(engine, sqlite_url(path), serve_args, scenarios))
         if engine == POOLED and not serve_args:
-            # The ceiling reads the same file, with the driver alone.
+            # The ceiling reads the same file, with the driver alone; the Strawberry
+            # floor with the same reads.
             targets.append(
                 Target(SQLITE_CEILING, sqlite_url(path), (), (CEILING,), module="bench.ceiling")
+            )
+            targets.append(
+                Target(
+                    SQLITE_STRAWBERRY,
+                    sqlite_url(path),
+                    (),
+                    (STRAWBERRY_FLOOR,),
+                    module="bench.strawberry_floor",
+                )
             )
     return targets
 
@@ -906,6 +935,7 @@ async def prepare_postgres(
         Target(POSTGRES, url, (), (STATUS, WITHOUT_GRAPHQL, CHECKOUT, REFRESH)),
         Target(POSTGRES_2, url, ("--workers", "2"), (STATUS,)),
         Target(POSTGRES_CEILING, url, (), (CEILING,), module="bench.ceiling"),
+        Target(POSTGRES_STRAWBERRY, url, (), (STRAWBERRY_FLOOR,), module="bench.strawberry_floor"),
     ]
 
 
@@ -1137,6 +1167,16 @@ def comparisons(rows: Sequence[Row]) -> list[str]:
             )
         if status and bare and bare.rate:
             lines.append(f"status on {engine} / without GraphQL: {_ratio(status, bare)}")
+    for engine, floor_engine in STRAWBERRY_OF.items():
+        status = by_key.get((STATUS, engine))
+        floor = by_key.get((STRAWBERRY_FLOOR, floor_engine))
+        ceiling = by_key.get((CEILING, CEILING_OF[engine]))
+        if status and floor and floor.rate:
+            lines.append(f"status on {engine} / the Strawberry floor: {_ratio(status, floor)}")
+        if floor and ceiling and ceiling.rate:
+            lines.append(
+                f"the Strawberry floor on {floor_engine} / its ceiling: {_ratio(floor, ceiling)}"
+            )
     peer = by_key.get((PEER, PEER_ENGINE))
     for engine in (POSTGRES_2, POSTGRES):
         status = by_key.get((STATUS, engine))

@@ -16,7 +16,11 @@ Strawberry, sync / async resolvers
 ghvault
     ghvault's production schema (every extension, permissions, the real
     resolvers) on a migrated SQLite database holding one ACTIVE token, the
-    status read included.
+    status read included, through Strawberry's `Schema.execute`.
+ghvault, lean path
+    the same document on the same schema through the lean path
+    (server.graphql.lean): the variables checked, graphql-core's `execute`,
+    errors, log fields and metrics done once.
 
 It tells how much of a status read's cost is the GraphQL layer ghvault is
 built on, and how much is ghvault's own (compare `bench.bench`'s ceiling and
@@ -53,6 +57,7 @@ from server.clock import utc_now
 from server.config import Settings
 from server.domain.enums import Role
 from server.graphql.context import Context
+from server.graphql.lean import LeanDocuments
 from server.http.app import create_app
 from server.http.appkeys import CLOCK, ENGINE, KNOWN_USERS, REFRESH_LOCKS, TOKEN_CHANGES
 from server.http.graphql_view import graphql_view
@@ -61,6 +66,7 @@ from server.storage.sqlite_pool import PooledSQLiteEngine
 from tests.helpers import base_env, migrate
 
 STATUS_QUERY = "query Status { viewer { githubToken { state } } }"
+ACTIVE = {"viewer": {"githubToken": {"state": "ACTIVE"}}}
 
 
 @strawberry.type
@@ -135,11 +141,13 @@ async def measure(requests: int, rounds: int) -> list[tuple[str, float]]:
 
         micros = await per_execution(toy, requests, rounds)
         rows.append((f"Strawberry, toy schema, {label} resolvers", micros))
-    rows.append(("ghvault schema, SQLite", await ghvault_execution(requests, rounds)))
+    strawberry, lean = await ghvault_execution(requests, rounds)
+    rows.append(("ghvault schema, SQLite, Schema.execute", strawberry))
+    rows.append(("ghvault schema, SQLite, lean path", lean))
     return rows
 
 
-async def ghvault_execution(requests: int, rounds: int) -> float:
+async def ghvault_execution(requests: int, rounds: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="ghvault-floor-") as directory:
         path = Path(directory) / "floor.sqlite"
         url = f"sqlite:///{path}"
@@ -155,8 +163,8 @@ async def ghvault_execution(requests: int, rounds: int) -> float:
             # One request object for all (aiohttp's mock costs ~1 ms to make); a context each.
             request = make_mocked_request("POST", "/graphql", app=app)
 
-            async def execute() -> object:
-                context = Context(
+            def context() -> Context:
+                return Context(
                     request=request,
                     response=web.Response(),
                     settings=settings,
@@ -167,13 +175,26 @@ async def ghvault_execution(requests: int, rounds: int) -> float:
                     refresh_locks=app[REFRESH_LOCKS],
                     token_changes=app[TOKEN_CHANGES],
                 )
+
+            async def execute() -> object:
                 result = await view.schema.execute(
-                    STATUS_QUERY, context_value=context, operation_name="Status"
+                    STATUS_QUERY, context_value=context(), operation_name="Status"
                 )
-                assert result.data == {"viewer": {"githubToken": {"state": "ACTIVE"}}}, result
+                assert result.data == ACTIVE, result
                 return result
 
-            return await per_execution(execute, requests, rounds)
+            lean = view.lean
+            assert lean is not None
+            operation = lean.operation(STATUS_QUERY, "Status", LeanDocuments.ALL)
+            assert operation is not None
+
+            async def execute_lean() -> object:
+                result = await lean.execute(operation, None, context(), None)
+                assert result.data == ACTIVE, result
+                return result
+
+            strawberry = await per_execution(execute, requests, rounds)
+            return strawberry, await per_execution(execute_lean, requests, rounds)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
