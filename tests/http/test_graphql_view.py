@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from server.domain.enums import Role
-from server.graphql.lean import LeanExecution
+from server.graphql.lean import LeanDocuments, LeanExecution
 from server.graphql.schema import Schema
 from server.http.graphql_view import MAX_JSON_DEPTH, GhvaultGraphQLView
 from tests.helpers import ADMIN, GraphQLClient, bearer, error_codes
@@ -170,3 +171,30 @@ async def test_nesting_within_the_limit_reaches_graphql(gql: GraphQLClient) -> N
     body = await response.json()
     assert body["data"] is None
     assert error_codes(body)
+
+
+async def test_a_document_goes_strawberrys_way_until_it_has_validated(
+    gql: GraphQLClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As served: a document's first request runs on Strawberry's path, which keeps it
+    validated; the next ones take the lean path (the suite otherwise sends even first
+    requests down the lean path)."""
+    monkeypatch.setattr(GhvaultGraphQLView, "lean_documents", LeanDocuments.VALIDATED)
+    paths: list[str] = []
+    for owner, name in ((Schema, "strawberry"), (LeanExecution, "lean")):
+        execute = owner.execute
+
+        async def recording(*args: Any, execute: Any = execute, name: str = name, **kw: Any) -> Any:
+            paths.append(name)
+            return await execute(*args, **kw)
+
+        monkeypatch.setattr(owner, "execute", recording)
+    query = "query Twice { viewer { id } } # " + uuid.uuid4().hex  # a text no other test sent
+
+    for _ in range(3):
+        assert await gql.data(query, auth=ADMIN) == {"viewer": {"id": "root"}}
+    invalid = "{ viewer { nope } }"
+    for _ in range(2):
+        assert error_codes(await gql.post(invalid, auth=ADMIN)) == [None]
+
+    assert paths == ["strawberry", "lean", "lean", "strawberry", "strawberry"]
