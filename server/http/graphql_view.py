@@ -22,6 +22,7 @@ from aiohttp import web
 from cross_web import HTTPException
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse
 from strawberry.schema.base import BaseSchema
 from strawberry.types.unset import UnsetType
 
@@ -233,6 +234,19 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
             raise HTTPException(400, "A GraphQL request must be a JSON object")
         check_json_shape(decoded)
         return decoded
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: web.Response,
+    ) -> web.Response:
+        # Encoded once, to bytes: Strawberry's encodes to text, which aiohttp encodes again.
+        # Not in encode_json, whose text the websocket protocol sends as text frames.
+        encoded = self.encode_json(response_data)
+        sub_response.body = encoded.encode() if isinstance(encoded, str) else encoded
+        sub_response.content_type = JSON_MEDIA_TYPE
+        sub_response.charset = "utf-8"
+        return sub_response
 
     async def get_context(self, request: web.Request, response: web.StreamResponse) -> Context:
         app = request.app
