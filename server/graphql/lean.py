@@ -123,17 +123,25 @@ class LeanExecution:
         if invalid:
             result = ExecutionResult(data=None, errors=invalid)
         else:
-            executed = execute(
-                self.core,
-                operation.document,
-                context_value=context,
-                variable_values=variables,
-                operation_name=operation.name,
-                executor_class=schema.execution_context_class,
-                is_awaitable=_is_awaitable,
-                operation_extensions=extensions,
-            )
-            result = executed if isinstance(executed, ExecutionResult) else await executed
+            try:
+                executed = execute(
+                    self.core,
+                    operation.document,
+                    context_value=context,
+                    variable_values=variables,
+                    operation_name=operation.name,
+                    executor_class=schema.execution_context_class,
+                    is_awaitable=_is_awaitable,
+                    operation_extensions=extensions,
+                )
+                result = executed if isinstance(executed, ExecutionResult) else await executed
+            except Exception as exc:  # noqa: BLE001 -- graphql-core returns field errors
+                # Not reached by any known request: graphql-core turns resolver errors into
+                # field errors. Should it raise, the error is logged and masked like any
+                # unexpected one (Strawberry's path would answer with its raw message).
+                result = ExecutionResult(
+                    data=None, errors=[GraphQLError(str(exc), original_error=exc)]
+                )
         errors: list[GraphQLError] = result.errors or []
         if errors:
             log_errors(errors, request_id=context.request_id)

@@ -44,6 +44,7 @@ from piccolo.engine.postgres import PostgresEngine
 from prometheus_client import generate_latest
 
 from server.config import Settings
+from server.graphql import lean as lean_module
 from server.graphql.lean import LeanDocuments, LeanExecution
 from server.graphql.schema import export_sdl
 from server.http.app import create_app
@@ -412,3 +413,36 @@ async def test_schema_driven_requests_get_the_same_answer_on_both_paths(
     )
     assert comparison.documents >= min(fuzz.EXAMPLES, 10)
     assert comparison.lean_answers > 0
+
+
+async def test_an_exception_out_of_graphql_core_is_masked_and_logged(
+    aiohttp_client: Any,
+    database: Any,
+    clock: MovableClock,
+    fake_github: FakeGitHub,
+    monkeypatch: pytest.MonkeyPatch,
+    log_output: Any,
+) -> None:
+    """graphql-core turns resolver errors into field errors; should `execute` itself raise,
+    the lean path answers an unexpected error, masked, and logs the traceback."""
+    client = await fuzz._production_client(aiohttp_client, database, clock, fake_github)
+    secret = "ghu_" + "s" * 36
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"broken with {secret}")
+
+    monkeypatch.setattr(lean_module, "execute", broken)
+    response = await client.http.post(
+        "/graphql", json={"query": STATUS}, headers={"Authorization": PRINCIPALS["USER"]}
+    )
+
+    body = await response.json()
+    assert response.status == 200
+    assert body["data"] is None
+    (error,) = body["errors"]
+    assert error["message"] == "Unexpected error"
+    assert error["extensions"]["code"] == "INTERNAL"
+    assert error["extensions"]["requestId"] == response.headers["X-Request-Id"]
+    logged = log_output.getvalue()
+    assert "RuntimeError: broken with" in logged
+    assert secret not in logged
