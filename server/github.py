@@ -26,6 +26,8 @@ from urllib.parse import urlencode
 import aiohttp
 from yarl import URL
 
+from server.text import is_storable
+
 logger = logging.getLogger("ghvault.github")
 
 API_VERSION = "2022-11-28"
@@ -228,7 +230,8 @@ class GitHubClient:
             or isinstance(user_id, bool)
             or not isinstance(login, str)
             or not login
-            or not (email is None or isinstance(email, str))
+            or not is_storable(login)
+            or not (email is None or (isinstance(email, str) and is_storable(email)))
         ):
             raise GitHubUnavailable("GitHub answered /user with an unexpected shape")
         return GitHubUser(id=str(user_id), login=login, email=email)

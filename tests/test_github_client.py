@@ -488,6 +488,34 @@ async def test_unexpected_shapes_are_unavailable(
 
 
 @pytest.mark.parametrize(
+    "user",
+    [
+        {"id": USER_ID, "login": LOGIN, "email": "octo\ud800@example.com"},
+        {"id": USER_ID, "login": "octo\x00cat", "email": None},
+    ],
+    ids=["email-with-a-lone-surrogate", "login-with-a-nul"],
+)
+async def test_user_text_no_database_can_store_is_unavailable(
+    aiohttp_server: Callable[..., Awaitable[object]],
+    session: aiohttp.ClientSession,
+    user: dict[str, object],
+) -> None:
+    """A /user answer whose text could not be stored is GitHub misbehaving, not a crash
+    at the database."""
+    routes = web.RouteTableDef()
+
+    @routes.get("/user")
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(user)
+
+    server = await serve(aiohttp_server, routes)
+    base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    client = GitHubClient(session, oauth_base_url=base, api_base_url=base)
+    with pytest.raises(GitHubUnavailable, match="unexpected shape"):
+        await client.get_user("ghu_" + "a" * 36)
+
+
+@pytest.mark.parametrize(
     "body",
     [
         {"access_token": "gho_" + "a" * 36, "token_type": "bearer"},
