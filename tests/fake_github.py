@@ -91,6 +91,8 @@ class FakeGitHub:
 
     ``fail_with_status``: when set, every endpoint answers that status with an HTML body.
     ``hang_seconds``: when positive, every endpoint waits that long before answering.
+    ``oversized_answer_bytes``: when positive, every endpoint answers 200 with a JSON
+    body of that many bytes.
     ``calls``: requests received per endpoint ("exchange", "refresh", "user",
     "revoke_grant"), counted on arrival, so failed and hung requests count too.
     """
@@ -105,6 +107,7 @@ class FakeGitHub:
         self._by_refresh: dict[str, _Pair] = {}
         self.fail_with_status: int | None = None
         self.hang_seconds: float = 0.0
+        self.oversized_answer_bytes = 0
         self.calls: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
@@ -169,8 +172,13 @@ class FakeGitHub:
             self._by_access.clear()
             self._by_refresh.clear()
             self.calls.clear()
+        self.reset_switches()
+
+    def reset_switches(self) -> None:
+        """Answer normally again."""
         self.fail_with_status = None
         self.hang_seconds = 0.0
+        self.oversized_answer_bytes = 0
 
     # Serving
 
@@ -245,6 +253,9 @@ class FakeGitHub:
                 pass
             else:
                 return web.Response(status=503, text="shutting down")
+        if self.oversized_answer_bytes > 0:
+            padding = " " * (self.oversized_answer_bytes - 2)
+            return web.Response(text="{" + padding + "}", content_type="application/json")
         if self.fail_with_status is not None:
             return web.Response(
                 status=self.fail_with_status,
