@@ -284,9 +284,9 @@ def _serve_one(host: str, port: int, *, reuse_port: bool = False) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    database = parse_database_url(os.environ.get("DATABASE_URL"))
-    if database.sqlite_path is not None:
-        database.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    # A bad DATABASE_URL is one line here, not a traceback from importing piccolo_conf;
+    # the engine creates a missing SQLite file (and its folder) private.
+    parse_database_url(os.environ.get("DATABASE_URL"))
     # Piccolo finds its configuration by import: the piccolo_conf module ships
     # beside the `server` package.
     os.environ.setdefault("PICCOLO_CONF", "piccolo_conf")
