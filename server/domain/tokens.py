@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -308,16 +309,37 @@ async def revoke_token(
         already_revoked = row["revoked_at"] is not None
         if not already_revoked:
             await mark_revoked(row["id"], row["credential_version"], reason, now)
-        await audit.record(
-            AuditAction.TOKEN_REVOKED,
-            actor=actor,
-            now=now,
-            subject_user_id=target,
-            app_type=app_type,
-            detail={"reason": reason.value, "already_revoked": already_revoked},
-        )
+        if not already_revoked or not await _noop_revoke_recorded(actor, target, app_type):
+            await audit.record(
+                AuditAction.TOKEN_REVOKED,
+                actor=actor,
+                now=now,
+                subject_user_id=target,
+                app_type=app_type,
+                detail={"reason": reason.value, "already_revoked": already_revoked},
+            )
         status = await token_status(target, app_type, now)
     return Revocation(token=status, already_revoked=already_revoked)
+
+
+# How far back a no-op revoke looks for its own earlier record: the subject's newest
+# events, room for both app types and a few admins between two changes of a token.
+NOOP_REVOKE_LOOKBACK = 10
+
+
+async def _noop_revoke_recorded(actor: Principal, user_id: str, app_type: AppType) -> bool:
+    """Whether this actor's revoke of an already revoked token is in the log since the
+    token last changed. Repeats of it are not recorded again: asking again and again
+    cannot grow the log, and each actor's first try still shows."""
+    for event in await audit.newest_events(user_id, NOOP_REVOKE_LOOKBACK):
+        if event.app_type is not app_type:
+            continue
+        detail = json.loads(event.detail) if event.detail else {}
+        if event.action is not AuditAction.TOKEN_REVOKED or not detail.get("already_revoked"):
+            return False  # the token changed since: this try is news
+        if (event.actor_role, event.actor_id) == (actor.role, actor.id):
+            return True
+    return False
 
 
 async def mark_revoked(
