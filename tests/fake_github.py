@@ -20,7 +20,7 @@ import secrets
 import string
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -93,6 +93,8 @@ class FakeGitHub:
     ``hang_seconds``: when positive, every endpoint waits that long before answering.
     ``oversized_answer_bytes``: when positive, every endpoint answers 200 with a JSON
     body of that many bytes.
+    ``after_revoke``: when set, awaited after a revoke_grant request did its work and
+    before it is answered: what happens while GitHub is slow to answer a revocation.
     ``calls``: requests received per endpoint ("exchange", "refresh", "user",
     "revoke_grant"), counted on arrival, so failed and hung requests count too.
     """
@@ -108,6 +110,7 @@ class FakeGitHub:
         self.fail_with_status: int | None = None
         self.hang_seconds: float = 0.0
         self.oversized_answer_bytes = 0
+        self.after_revoke: Callable[[], Awaitable[None]] | None = None
         self.calls: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
@@ -179,6 +182,7 @@ class FakeGitHub:
         self.fail_with_status = None
         self.hang_seconds = 0.0
         self.oversized_answer_bytes = 0
+        self.after_revoke = None
 
     # Serving
 
@@ -366,6 +370,8 @@ class FakeGitHub:
             for other in list(self._by_access.values()):
                 if (other.client_id, other.user_id) == (pair.client_id, pair.user_id):
                     self._drop_pair(other)
+        if self.after_revoke is not None:
+            await self.after_revoke()
         return web.Response(status=204)
 
 
