@@ -90,6 +90,7 @@ class FakeGitHub:
     """State and HTTP handlers of the fake; the switches below are meant to be set by tests.
 
     ``fail_with_status``: when set, every endpoint answers that status with an HTML body.
+    ``fail_endpoints``: the same for the named endpoints only ({"revoke_grant": 503}).
     ``hang_seconds``: when positive, every endpoint waits that long before answering.
     ``oversized_answer_bytes``: when positive, every endpoint answers 200 with a JSON
     body of that many bytes.
@@ -108,6 +109,7 @@ class FakeGitHub:
         self._by_access: dict[str, _Pair] = {}
         self._by_refresh: dict[str, _Pair] = {}
         self.fail_with_status: int | None = None
+        self.fail_endpoints: dict[str, int] = {}
         self.hang_seconds: float = 0.0
         self.oversized_answer_bytes = 0
         self.after_revoke: Callable[[], Awaitable[None]] | None = None
@@ -180,6 +182,7 @@ class FakeGitHub:
     def reset_switches(self) -> None:
         """Answer normally again."""
         self.fail_with_status = None
+        self.fail_endpoints = {}
         self.hang_seconds = 0.0
         self.oversized_answer_bytes = 0
         self.after_revoke = None
@@ -260,10 +263,11 @@ class FakeGitHub:
         if self.oversized_answer_bytes > 0:
             padding = " " * (self.oversized_answer_bytes - 2)
             return web.Response(text="{" + padding + "}", content_type="application/json")
-        if self.fail_with_status is not None:
+        status = self.fail_endpoints.get(endpoint, self.fail_with_status)
+        if status is not None:
             return web.Response(
-                status=self.fail_with_status,
-                text=f"<html><body><h1>{self.fail_with_status}</h1></body></html>",
+                status=status,
+                text=f"<html><body><h1>{status}</h1></body></html>",
                 content_type="text/html",
             )
         return None

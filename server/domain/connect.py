@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from server.auth import Principal
 from server.crypto import Keyring
-from server.domain.enums import AppType, ErrorCode
+from server.domain import audit
+from server.domain.disconnect import revoke_grant_at_github
+from server.domain.enums import AppType, AuditAction, ErrorCode
 from server.domain.errors import Refusal
 from server.domain.github_access import GitHubAccess, not_configured
 from server.domain.tokens import StoredToken, StoreTokenInput, store_token
@@ -202,7 +206,7 @@ async def complete_connect(
         return Refusal(
             ErrorCode.GITHUB_UNAVAILABLE, "GitHub could not complete the connection right now."
         )
-    return await store_token(
+    stored = await store_token(
         principal,
         StoreTokenInput(
             user_id=principal.id,
@@ -219,3 +223,34 @@ async def complete_connect(
         now=now,
         source="connect",
     )
+    if isinstance(stored, StoredToken) and stored.replaced_grant is not None:
+        await _revoke_replaced_grant(
+            principal, stored.replaced_grant, now=now, keyring=keyring, github=github
+        )
+    return stored
+
+
+async def _revoke_replaced_grant(
+    principal: Principal,
+    replaced: Mapping[str, Any],
+    *,
+    now: datetime,
+    keyring: Keyring,
+    github: GitHubAccess,
+) -> None:
+    """Reconnected as another GitHub account: the previous account's grant, whose tokens
+    ghvault no longer holds, is revoked at GitHub (best effort) and the outcome audited."""
+    outcome = await revoke_grant_at_github(replaced, keyring=keyring, github=github)
+    async with write_transaction():
+        await audit.record(
+            AuditAction.TOKEN_DISCONNECTED,
+            actor=principal,
+            now=now,
+            subject_user_id=principal.id,
+            app_type=AppType(replaced["github_app_type"]),
+            detail={
+                "github": outcome,
+                "revoked_at_github": outcome == "revoked",
+                "reason": "reconnected_as_another_github_account",
+            },
+        )

@@ -48,6 +48,9 @@ class StoreTokenInput:
 @dataclass(frozen=True)
 class StoredToken:
     token: TokenStatus
+    # The row this store replaced when it held a live token of another GitHub account:
+    # that account's grant is still live at GitHub (the connect flow revokes it).
+    replaced_grant: Mapping[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,7 @@ async def _store_locked(
     await _update_profile(data)
     if await _connected_to_another_user(data):
         return ALREADY_CONNECTED
-    version = await _upsert_token_row(data, _token_values(data, keyring, now), now)
+    version, replaced = await _upsert_token_row(data, _token_values(data, keyring, now), now)
     await audit.record(
         AuditAction.TOKEN_STORED,
         actor=actor,
@@ -199,7 +202,18 @@ async def _store_locked(
             "source": source,
         },
     )
-    return StoredToken(await token_status(data.user_id, data.app_type, now))
+    return StoredToken(
+        await token_status(data.user_id, data.app_type, now),
+        replaced_grant=_grant_of_another_account(replaced, data),
+    )
+
+
+def _grant_of_another_account(
+    replaced: Mapping[str, Any] | None, data: StoreTokenInput
+) -> Mapping[str, Any] | None:
+    if replaced is None or replaced["access_token_encrypted"] is None:
+        return None
+    return replaced if replaced["github_user_id"] != data.github_user_id else None
 
 
 async def _lock_user_and_check_purged(user_id: str) -> bool:
@@ -258,12 +272,20 @@ def _token_values(data: StoreTokenInput, keyring: Keyring, now: datetime) -> dic
     }
 
 
-async def _upsert_token_row(data: StoreTokenInput, values: dict[Column, Any], now: datetime) -> int:
-    """Insert the row, or update it with the next credential_version; returns that version."""
+async def _upsert_token_row(
+    data: StoreTokenInput, values: dict[Column, Any], now: datetime
+) -> tuple[int, dict[str, Any] | None]:
+    """Insert the row, or update it with the next credential_version; returns that
+    version, and the row as it was before when there was one."""
     existing = await for_update(
-        Token.select(Token.id, Token.credential_version).where(
-            Token.of(data.user_id, data.app_type)
-        )
+        Token.select(
+            Token.id,
+            Token.credential_version,
+            Token.user_id,
+            Token.github_app_type,
+            Token.github_user_id,
+            Token.access_token_encrypted,
+        ).where(Token.of(data.user_id, data.app_type))
     ).first()
     if existing is None:
         await Token.insert(
@@ -275,12 +297,12 @@ async def _upsert_token_row(data: StoreTokenInput, values: dict[Column, Any], no
                 **{column._meta.name: value for column, value in values.items()},
             )
         )
-        return 1
+        return 1, None
     version = existing["credential_version"] + 1
     await Token.update({**values, Token.credential_version: version}).where(
         Token.id == existing["id"]
     )
-    return version
+    return version, existing
 
 
 async def revoke_token(

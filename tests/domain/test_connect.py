@@ -480,3 +480,80 @@ async def test_a_redirect_uri_is_at_most_2048_characters(
 
     assert (result["__typename"] == "GithubConnectStart") is accepted
     assert len(await _states(database)) == int(accepted)
+
+
+async def _store_seeded(
+    gql: GraphQLClient, fake_github: FakeGitHub, clock: MovableClock, github_user_id: int
+) -> str:
+    """Alice's live token of the given GitHub account, stored; returns its access token."""
+    access, refresh = fake_github.seed_token(STANDARD_APP.client_id, github_user_id, "first-gh")
+    variables = store_input(
+        "alice",
+        now=clock(),
+        github_user_id=str(github_user_id),
+        github_login="first-gh",
+        access=access,
+        refresh=refresh,
+    )
+    assert (await gql.data(STORE, variables, auth=SERVICE))["storeGithubToken"]["__typename"] == (
+        "StoreGithubTokenSuccess"
+    )
+    return access
+
+
+async def test_reconnecting_as_another_github_account_revokes_the_previous_grant(
+    gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub
+) -> None:
+    """The previous account's grant, whose tokens ghvault no longer holds, would stay live
+    at GitHub: it is revoked there, and the audit log says so."""
+    previous = await _store_seeded(gql, fake_github, clock, 1001)
+    started = await start(gql)
+
+    result = await complete(gql, approve(fake_github, started), started["state"])
+
+    assert result["token"]["githubUserId"] == str(OCTOCAT_ID)
+    assert fake_github.calls["revoke_grant"] == 1
+    assert not fake_github.is_access_token_valid(previous)
+    viewer = (await gql.data(VIEWER_TOKEN, auth=ALICE))["viewer"]["githubToken"]
+    assert (viewer["state"], viewer["githubLogin"]) == ("ACTIVE", "octocat")
+    events = (await gql.data(EVENTS, {"action": "TOKEN_DISCONNECTED"}, auth=ADMIN))["auditEvents"]
+    assert [json.loads(edge["node"]["detail"]) for edge in events["edges"]] == [
+        {
+            "github": "revoked",
+            "revoked_at_github": True,
+            "reason": "reconnected_as_another_github_account",
+        }
+    ]
+
+
+async def test_a_failed_revocation_of_the_previous_grant_still_connects(
+    gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub
+) -> None:
+    """Best effort: GitHub failing on the old grant does not undo the new connection."""
+    previous = await _store_seeded(gql, fake_github, clock, 1001)
+    started = await start(gql)
+    fake_github.fail_endpoints = {"revoke_grant": 503}
+
+    result = await complete(gql, approve(fake_github, started), started["state"])
+
+    assert result["__typename"] == "CompleteGithubConnectSuccess"
+    assert fake_github.calls["revoke_grant"] == 1
+    assert fake_github.is_access_token_valid(previous)
+    events = (await gql.data(EVENTS, {"action": "TOKEN_DISCONNECTED"}, auth=ADMIN))["auditEvents"]
+    assert [json.loads(edge["node"]["detail"])["github"] for edge in events["edges"]] == [
+        "unavailable"
+    ]
+
+
+async def test_reconnecting_as_the_same_github_account_revokes_nothing(
+    gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub
+) -> None:
+    """The same account's new tokens belong to the same authorization: nothing to revoke."""
+    previous = await _store_seeded(gql, fake_github, clock, OCTOCAT_ID)
+    started = await start(gql)
+
+    result = await complete(gql, approve(fake_github, started), started["state"])
+
+    assert result["__typename"] == "CompleteGithubConnectSuccess"
+    assert fake_github.calls["revoke_grant"] == 0
+    assert fake_github.is_access_token_valid(previous)
