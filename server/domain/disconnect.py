@@ -4,6 +4,7 @@ of GitHub's answer, but never a token newer than the one whose grant was revoked
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,7 +41,7 @@ class Disconnection:
 
 
 async def revoke_grant_at_github(
-    row: dict[str, Any], *, keyring: Keyring, github: GitHubAccess
+    row: Mapping[str, Any], *, keyring: Keyring, github: GitHubAccess
 ) -> str:
     """Best effort, bounded in time; returns what happened, for the audit log."""
     if not github.configured:
