@@ -1,5 +1,6 @@
 from enum import Enum
 
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.columns.base import OnDelete, OnUpdate
 from piccolo.columns.column_types import (
     JSON,
@@ -38,7 +39,7 @@ VERSION = "1.38.0"
 DESCRIPTION = "Initial schema: users, tokens, audit events, connect states, webhook deliveries"
 
 
-async def forwards():
+async def forwards() -> MigrationManager:
     # Undoing it would drop every user, token and audit event: refused while there are
     # any, unless the operator asks for it.
     manager = RefuseToDropRows(migration_id=ID, app_name="ghvault", description=DESCRIPTION)

@@ -4,6 +4,7 @@ Undoing this migration keeps the table and its rows (KeepTablesOnRollback): a
 rollback and a migration forwards again must not make a captured body act twice.
 """
 
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.columns.column_types import Text, Timestamptz
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.columns.indexes import IndexMethod
@@ -15,7 +16,7 @@ VERSION = "1.38.0"
 DESCRIPTION = "Signed webhook bodies already acted on (replay protection)"
 
 
-async def forwards():
+async def forwards() -> MigrationManager:
     manager = KeepTablesOnRollback(migration_id=ID, app_name="ghvault", description=DESCRIPTION)
 
     manager.add_table(

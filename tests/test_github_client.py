@@ -480,7 +480,7 @@ async def test_unexpected_shapes_are_unavailable(
         return web.json_response({"id": "583231", "login": "octocat"})
 
     server = await serve(aiohttp_server, routes)
-    base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    base = str(server.make_url("")).rstrip("/")
     client = GitHubClient(session, oauth_base_url=base, api_base_url=base)
     with pytest.raises(GitHubUnavailable, match="not JSON"):
         await client.refresh(STANDARD, refresh_token="ghr_" + "a" * 76, now=NOW)
@@ -518,7 +518,7 @@ async def test_an_answer_past_the_ceiling_is_unavailable_and_one_at_it_is_read(
         return web.Response(body=_grant_of_size(size), content_type="application/json")
 
     server = await serve(aiohttp_server, routes)
-    base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    base = str(server.make_url("")).rstrip("/")
     outcomes = _Outcomes()
     client = GitHubClient(session, oauth_base_url=base, api_base_url=base, observer=outcomes)
 
@@ -559,7 +559,7 @@ async def test_an_endless_answer_is_given_up_without_reading_it(
         return response
 
     server = await serve(aiohttp_server, routes)
-    base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    base = str(server.make_url("")).rstrip("/")
     client = GitHubClient(session, oauth_base_url=base, api_base_url=base)
 
     with pytest.raises(GitHubUnavailable, match=f"more than {MAX_ANSWER_BYTES} bytes"):
@@ -580,7 +580,7 @@ async def test_json_nested_past_the_stack_is_not_json(
         return web.Response(body=b"[" * 50_000, content_type="application/json")
 
     server = await serve(aiohttp_server, routes)
-    base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    base = str(server.make_url("")).rstrip("/")
     client = GitHubClient(session, oauth_base_url=base, api_base_url=base)
     with pytest.raises(GitHubUnavailable, match="not JSON"):
         await client.refresh(STANDARD, refresh_token="ghr_" + "b" * 76, now=NOW)
@@ -608,7 +608,7 @@ async def test_user_text_no_database_can_store_is_unavailable(
         return web.json_response(user)
 
     server = await serve(aiohttp_server, routes)
-    base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    base = str(server.make_url("")).rstrip("/")
     client = GitHubClient(session, oauth_base_url=base, api_base_url=base)
     with pytest.raises(GitHubUnavailable, match="unexpected shape"):
         await client.get_user("ghu_" + "a" * 36)
@@ -637,7 +637,7 @@ async def test_malformed_grants_are_unavailable(
         return web.json_response(body)
 
     server = await serve(aiohttp_server, routes)
-    base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    base = str(server.make_url("")).rstrip("/")
     client = GitHubClient(session, oauth_base_url=base, api_base_url=base)
     with pytest.raises(GitHubUnavailable) as info:
         await client.refresh(STANDARD, refresh_token="ghr_" + "a" * 76, now=NOW)
@@ -657,7 +657,7 @@ async def test_non_expiring_grant(
         )
 
     server = await serve(aiohttp_server, routes)
-    base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    base = str(server.make_url("")).rstrip("/")
     client = GitHubClient(session, oauth_base_url=base, api_base_url=base)
     grant = await client.exchange_code(
         STANDARD, code="c0de", code_verifier="v" * 43, redirect_uri=None, now=NOW

@@ -73,7 +73,8 @@ async def start_connect(
     now: datetime,
     github: GitHubAccess,
 ) -> PendingConnect | Refusal:
-    if not github.configured:
+    configured = github.configured
+    if configured is None:
         return not_configured(app_type)
     problem = _redirect_uri_problem(redirect_uri)
     if problem is not None:
@@ -99,8 +100,8 @@ async def start_connect(
             )
         )
     return PendingConnect(
-        authorize_url=github.client.authorize_url(
-            github.app, state=state, code_challenge=challenge, redirect_uri=redirect_uri
+        authorize_url=configured.client.authorize_url(
+            configured.app, state=state, code_challenge=challenge, redirect_uri=redirect_uri
         ),
         state=state,
         expires_at=expires_at,
@@ -184,8 +185,8 @@ async def complete_connect(
     claimed = await _claim_state(principal, state, now)
     if isinstance(claimed, Refusal):
         return claimed
-    github = github_for[claimed.app_type]
-    if not github.configured:
+    github = github_for[claimed.app_type].configured
+    if github is None:
         return not_configured(claimed.app_type)
     try:
         grant = await github.client.exchange_code(
@@ -225,7 +226,11 @@ async def complete_connect(
     )
     if isinstance(stored, StoredToken) and stored.replaced_grant is not None:
         await _revoke_replaced_grant(
-            principal, stored.replaced_grant, now=now, keyring=keyring, github=github
+            principal,
+            stored.replaced_grant,
+            now=now,
+            keyring=keyring,
+            github=github_for[claimed.app_type],
         )
     return stored
 

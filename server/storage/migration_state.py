@@ -63,14 +63,14 @@ async def has_table(engine: Engine[Any], name: str) -> bool:
     return bool(found[0]["present"])
 
 
-async def applied_migration_ids(engine: Engine) -> frozenset[str]:
+async def applied_migration_ids(engine: Engine[Any]) -> frozenset[str]:
     """The ids of the migrations that ran on the database; none when it was never migrated."""
     if not await has_table(engine, "migration"):
         return frozenset()
     return frozenset(row["name"] for row in await engine.run_ddl(_APPLIED))
 
 
-async def schema_problem(engine: Engine) -> str | None:
+async def schema_problem(engine: Engine[Any]) -> str | None:
     """What is wrong with the database's migrations, as one line; None when nothing is."""
     shipped = shipped_migration_ids()
     applied = await applied_migration_ids(engine)
@@ -89,7 +89,7 @@ async def schema_problem(engine: Engine) -> str | None:
     return None
 
 
-async def check_schema(engine: Engine) -> None:
+async def check_schema(engine: Engine[Any]) -> None:
     """Raise DatabaseNotReady unless the database holds exactly the shipped migrations."""
     problem = await schema_problem(engine)
     if problem is not None:

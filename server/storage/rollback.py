@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.engine import engine_finder
 from piccolo.engine.base import Engine
 
+from server.storage.ddl import migration_engine
 from server.storage.migration_state import has_table
 
 DROP_DATA_VARIABLE = "GHVAULT_MIGRATIONS_DROP_DATA"
@@ -36,13 +36,6 @@ def dropping_data_allowed() -> bool:
     return os.environ.get(DROP_DATA_VARIABLE, "").strip().lower() in _YES
 
 
-def _engine() -> Engine[Any]:
-    engine = engine_finder()
-    if engine is None:
-        raise RuntimeError("no database engine configured (piccolo_conf)")
-    return engine
-
-
 async def _rows(engine: Engine[Any], table: str) -> int:
     # Table names come from the migrations themselves, never from a caller.
     result = await engine.run_ddl(f"SELECT COUNT(*) AS n FROM {table}")  # noqa: S608
@@ -53,7 +46,7 @@ async def refuse_to_drop_rows(migration_id: str, tables: Sequence[str]) -> None:
     """Raise RollbackWouldDropData when undoing `migration_id` would drop rows of `tables`."""
     if dropping_data_allowed():
         return
-    engine = _engine()
+    engine = migration_engine()
     holding = {table: n for table in tables if (n := await _rows(engine, table))}
     if not holding:
         return
@@ -87,7 +80,7 @@ class KeepTablesOnRollback(MigrationManager):
     """
 
     async def run(self, backwards: bool = False) -> None:
-        engine = _engine()
+        engine = migration_engine()
         names = [table.tablename for table in self.add_tables]
         # Piccolo's own progress line, which its command ends with "ok!".
         if backwards:

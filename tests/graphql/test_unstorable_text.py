@@ -28,7 +28,8 @@ from graphql import (
     is_scalar_type,
 )
 
-from server.graphql.schema import create_schema
+from server.domain.enums import Role
+from server.graphql.schema import export_sdl
 from server.text import UNSTORABLE_TEXT
 from tests.helpers import (
     ADMIN,
@@ -37,6 +38,7 @@ from tests.helpers import (
     STORE,
     GraphQLClient,
     MovableClock,
+    bearer,
     error_codes,
     store_input,
 )
@@ -98,7 +100,7 @@ def text_places(schema: GraphQLSchema) -> list[Place]:
     ]
 
 
-SCHEMA = create_schema().graphql_schema
+SCHEMA = graphql.build_schema(export_sdl())
 PLACES = text_places(SCHEMA)
 
 
@@ -263,8 +265,8 @@ async def test_unstorable_text_in_any_variable_is_a_client_error_naming_it(
     # Nothing ran: no mutation wrote, alice's token is as it was.
     audit_after = await gql.data("{ auditEvents(first: 100) { edges { cursor } } }", auth=ADMIN)
     assert audit_after == audit_before
-    status = await gql.data("{ viewer { githubToken { state } } }", auth=ALICE)
-    assert status["viewer"]["githubToken"]["state"] == "ACTIVE"
+    viewer = await gql.data("{ viewer { githubToken { state } } }", auth=ALICE)
+    assert viewer["viewer"]["githubToken"]["state"] == "ACTIVE"
 
 
 async def test_unstorable_text_in_any_literal_is_an_error_naming_it(gql: GraphQLClient) -> None:
@@ -302,10 +304,8 @@ async def test_a_jwt_with_unstorable_profile_text_is_refused(
 ) -> None:
     """A signed token whose email or name no database can store is refused like a bad sub
     (401), rather than reaching the users table."""
-    from server.domain.enums import Role
-    from tests.helpers import bearer
-
-    auth = bearer("erin", Role.USER, **{claim: "Erin \ud800"})
+    claims: dict[str, Any] = {claim: "Erin \ud800"}
+    auth = bearer("erin", Role.USER, **claims)
 
     body = await gql.post("{ viewer { githubToken { state } } }", auth=auth)
 
