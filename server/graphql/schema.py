@@ -34,7 +34,7 @@ from server.graphql.documents import DocumentCache, Rules, Validate
 from server.graphql.errors import RedactErrors, log_errors
 from server.graphql.observers import ObserveOperations, OperationObserver
 from server.graphql.operation_log import OperationLog
-from server.graphql.rules import NoNulCharacters
+from server.graphql.rules import NoUnstorableText
 from server.graphql.subscriptions import Subscription
 from server.graphql.types import graphql_core_schema
 from server.graphql.variables import CheckVariables
@@ -128,7 +128,7 @@ def create_schema(
     # are made once here, so that a document validates once per schema.
     rules: Rules = (
         *specified_rules,
-        NoNulCharacters,
+        NoUnstorableText,
         *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
         *(() if introspection else DisableIntrospection().validation_rules),
