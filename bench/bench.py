@@ -817,8 +817,9 @@ class Bench:
         pid = SERVER_PIDS.get(engine)
         cpu_before = cpu_seconds(pid) if pid else None
         measured = asyncio.create_task(asyncio.to_thread(measure, self.options.duration))
-        if self.options.profile and scenario in (STATUS, CHECKOUT) and pid:
-            await self.profile(f"{scenario}-{engine}", pid)
+        if self.options.profile and scenario in (STATUS, STRAWBERRY_FLOOR, CHECKOUT) and pid:
+            # The scenario's name less its "(bench/...)" note, which holds a slash.
+            await self.profile(f"{scenario.split(' (')[0]}-{engine}", pid)
         result = await measured
         cpu_after = cpu_seconds(pid) if pid else None
         used = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
