@@ -19,7 +19,7 @@ from strawberry.aiohttp.views import GraphQLView
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UNSET, UnsetType
 
-from server.auth import AuthenticationError, Principal, authenticate, bearer_token
+from server.auth import AuthenticationError, Principal, VerifiedToken, bearer_token, verify
 from server.domain.enums import RequestErrorCode
 from server.graphql.context import Context
 from server.graphql.errors import unauthenticated
@@ -42,7 +42,6 @@ from server.http.websocket import (
     WebSocketAdapter,
     close_at_expiry,
     connection_authorization,
-    expiry_of,
 )
 
 logger = logging.getLogger("ghvault.app")
@@ -86,10 +85,10 @@ def check_json_shape(value: object) -> None:
         pending.extend((child, depth + 1) for child in children)
 
 
-async def authenticate_bearer(app: web.Application, authorization: str) -> Principal:
-    """The principal of a bearer JWT, by the same rules for requests and sockets."""
+async def verify_bearer(app: web.Application, authorization: str) -> VerifiedToken:
+    """A bearer JWT verified by the same rules, and the same code, for requests and sockets."""
     key = await app[JWKS].key_for(bearer_token(authorization)) if JWKS in app else None
-    return authenticate(authorization, app[SETTINGS].jwt, key=key, cache=app[VERIFIED_TOKENS])
+    return verify(authorization, app[SETTINGS].jwt, key=key, cache=app[VERIFIED_TOKENS])
 
 
 class GhvaultGraphQLView(GraphQLView[Context, None]):
@@ -125,7 +124,7 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
         if not authorization:
             return None
         try:
-            principal = await authenticate_bearer(app, authorization)
+            principal = (await verify_bearer(app, authorization)).principal
         except AuthenticationError as exc:
             logger.info("request %s: rejected credentials: %s", request[REQUEST_ID], exc)
             return None
@@ -149,15 +148,14 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
         """Nothing of a socket is executed before connection_init carries a valid JWT."""
         try:
             authorization = connection_authorization(context.connection_params)
-            principal = await authenticate_bearer(context.request.app, authorization)
-            expires_at = expiry_of(authorization)
+            verified = await verify_bearer(context.request.app, authorization)
         except AuthenticationError as exc:
             logger.info("request %s: websocket refused: %s", context.request_id, exc)
             raise ConnectionRejectionError from None
-        context.principal = principal
+        principal = context.principal = verified.principal
         annotate(principal_id=principal.id, principal_role=principal.role.value)
         assert isinstance(context.response, web.WebSocketResponse)
-        context.request[EXPIRY_TIMER] = close_at_expiry(context.response, expires_at)
+        context.request[EXPIRY_TIMER] = close_at_expiry(context.response, verified.expires_at)
         return UNSET
 
     def decode_json(self, data: str | bytes) -> object:

@@ -12,15 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Mapping
-from datetime import UTC, datetime
 
-import jwt
 from aiohttp import web
 from cross_web import HTTPException
 from strawberry.aiohttp.views import AiohttpWebSocketAdapter
 from strawberry.http.exceptions import NonJsonMessageReceived
 
-from server.auth import AuthenticationError, bearer_token
+from server.auth import AuthenticationError
 
 # 4403, as for a refused connection_init: graphql-ws clients reconnect after it
 # (asking their connectionParams for a fresh token), unlike after 4401.
@@ -38,17 +36,11 @@ def connection_authorization(params: Mapping[str, object] | None) -> str:
     return authorization
 
 
-def expiry_of(authorization: str) -> datetime:
-    """When the (already verified) bearer JWT expires; verification required `exp`."""
-    claims = jwt.decode(bearer_token(authorization), options={"verify_signature": False})
-    return datetime.fromtimestamp(claims["exp"], UTC)
-
-
-def close_at_expiry(socket: web.WebSocketResponse, expires_at: datetime) -> asyncio.Task[None]:
-    """Close `socket` when the JWT expires; cancel the task when the socket ends first."""
+def close_at_expiry(socket: web.WebSocketResponse, expires_at: float) -> asyncio.Task[None]:
+    """Close `socket` at `expires_at` (POSIX seconds); cancelled if the socket ends first."""
 
     async def close_later() -> None:
-        await asyncio.sleep(max(0.0, expires_at.timestamp() - time.time()))
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
         await socket.close(code=TOKEN_EXPIRED_CODE, message=TOKEN_EXPIRED_REASON.encode())
 
     return asyncio.create_task(close_later())
