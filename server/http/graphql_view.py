@@ -42,13 +42,20 @@ from server.http.websocket import (
     WebSocketAdapter,
     close_at_expiry,
     connection_authorization,
+    open_socket,
 )
+from server.http.ws_messages import GraphQLTransportWSHandler
 
 logger = logging.getLogger("ghvault.app")
 
 # No GraphQL request of this API nests deeper; anything deeper is refused
 # before graphql-core walks it recursively.
 MAX_JSON_DEPTH = 32
+# Nor holds more arrays and objects: each `{` of a document is one of its
+# GRAPHQL_MAX_TOKENS (2000), and a variable is a few. Counted on the raw text
+# before decoding, since 64 KB of `[[],[],...]` is ~20,000 lists and ~30 ms of
+# the event loop, which a stranger's socket could send again and again.
+MAX_JSON_CONTAINERS = 4096
 # The metrics' operation label of a request refused before its document was read.
 NOT_PARSED = "not_parsed"
 UNAUTHENTICATED = RequestErrorCode.UNAUTHENTICATED.value
@@ -85,6 +92,13 @@ def check_json_shape(value: object) -> None:
         pending.extend((child, depth + 1) for child in children)
 
 
+def opening_brackets(data: str | bytes) -> int:
+    """How many arrays and objects `data` may hold at most (brackets in strings count too)."""
+    if isinstance(data, bytes):
+        return data.count(b"[") + data.count(b"{")
+    return data.count("[") + data.count("{")
+
+
 async def verify_bearer(app: web.Application, authorization: str) -> VerifiedToken:
     """A bearer JWT verified by the same rules, and the same code, for requests and sockets."""
     key = await app[JWKS].key_for(bearer_token(authorization)) if JWKS in app else None
@@ -93,6 +107,7 @@ async def verify_bearer(app: web.Application, authorization: str) -> VerifiedTok
 
 class GhvaultGraphQLView(GraphQLView[Context, None]):
     websocket_adapter_class = WebSocketAdapter
+    graphql_transport_ws_handler_class = GraphQLTransportWSHandler
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
@@ -138,6 +153,14 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
             return False
         return super().is_websocket_request(request)
 
+    async def create_websocket_response(
+        self, request: web.Request, subprotocol: str | None
+    ) -> web.WebSocketResponse:
+        limit = request.app[SETTINGS].graphql_limits.max_body_bytes
+        return await open_socket(
+            request, [subprotocol] if subprotocol else [], max_message_bytes=limit
+        )
+
     def is_websocket_origin_allowed(self, request: web.Request, origin: str) -> bool:
         # Sockets are authenticated by the token in connection_init, never by
         # cookies: a page on another origin (the frontend) gains nothing it did
@@ -159,6 +182,10 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
         return UNSET
 
     def decode_json(self, data: str | bytes) -> object:
+        if opening_brackets(data) > MAX_JSON_CONTAINERS:
+            raise HTTPException(
+                400, f"GraphQL requests must not hold over {MAX_JSON_CONTAINERS} arrays and objects"
+            )
         try:
             decoded = json.loads(data)
         except UnicodeDecodeError:

@@ -10,7 +10,7 @@ import pytest
 
 from server.domain.enums import Role
 from server.graphql.schema import Schema
-from server.http.graphql_view import MAX_JSON_DEPTH, GhvaultGraphQLView
+from server.http.graphql_view import MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, GhvaultGraphQLView
 from tests.helpers import ADMIN, GraphQLClient, bearer, error_codes
 
 ANONYMOUS_BODY = {
@@ -139,9 +139,20 @@ def _with_variable(value: str) -> bytes:
         (_with_variable(_nested(100)), f"deeper than {MAX_JSON_DEPTH}"),
         (_with_variable("9" * 5000), "JSON"),
         (_with_variable('"\\u0000"'), "NUL"),
-        (b"[" * 5000, "deeper than"),
+        (b"[" * 2000, "deeper than"),
+        (b"[" * 5000, f"over {MAX_JSON_CONTAINERS} arrays and objects"),
+        (_with_variable("[" + "[]," * 5000 + "[]]"), f"over {MAX_JSON_CONTAINERS} arrays"),
     ],
-    ids=["not-utf8", "nested-1000", "nested-100", "long-number", "nul", "open-brackets"],
+    ids=[
+        "not-utf8",
+        "nested-1000",
+        "nested-100",
+        "long-number",
+        "nul",
+        "open-brackets",
+        "too-many-brackets",
+        "too-many-lists",
+    ],
 )
 async def test_malformed_bodies_are_client_errors(
     gql: GraphQLClient, body: bytes, expected: str
