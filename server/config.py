@@ -74,6 +74,16 @@ class GraphQLLimits:
 
 
 @dataclass(frozen=True)
+class ServingLimits:
+    """What one `ghvault serve` process holds open, and how long it waits (server/http/)."""
+
+    # Client connections at once; at the cap an idle one makes room (connections.py).
+    max_connections: int = 1000
+    # How long a connection may take to send its first request, or idle between requests.
+    idle_timeout_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseConfig
     keyring: Keyring = field(repr=False)
@@ -86,6 +96,7 @@ class Settings:
     environment: str = "development"
     graphiql_enabled: bool = True
     graphql_limits: GraphQLLimits = GraphQLLimits()
+    serving: ServingLimits = ServingLimits()
     host: str = "127.0.0.1"
     port: int = 8080
     cors_allowed_origins: tuple[str, ...] = ()
@@ -125,6 +136,12 @@ class Settings:
                 max_aliases=reader.integer("GRAPHQL_MAX_ALIASES", 30, low=1),
                 max_tokens=reader.integer("GRAPHQL_MAX_TOKENS", 2000, low=50),
                 max_body_bytes=reader.integer("GRAPHQL_MAX_BODY_BYTES", 64 * 1024, low=1024),
+            ),
+            serving=ServingLimits(
+                max_connections=reader.integer("HTTP_MAX_CONNECTIONS", 1000, low=2),
+                idle_timeout_seconds=reader.number(
+                    "HTTP_IDLE_TIMEOUT_SECONDS", 15.0, low=0.1, high=3600
+                ),
             ),
             host=reader.get("HOST") or "127.0.0.1",
             port=reader.integer("PORT", 8080, low=0, high=65535),

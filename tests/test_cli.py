@@ -32,7 +32,16 @@ GHVAULT = Path(sys.executable).parent / "ghvault"
 KEY_ENV = "USER_GH_APP_TOKEN_ENCRYPTION_KEY"
 START_UP_BOUND_SECONDS = 15.0
 # Variables the command reads; the caller's environment must not leak into a test.
-READ_PREFIXES = ("GHVAULT", "AUTH", "USER_GH", "GITHUB_", "GRAPHIQL", "GRAPHQL_", "PICCOLO")
+READ_PREFIXES = (
+    "GHVAULT",
+    "AUTH",
+    "USER_GH",
+    "GITHUB_",
+    "GRAPHIQL",
+    "GRAPHQL_",
+    "PICCOLO",
+    "HTTP_",
+)
 READ_NAMES = ("DATABASE_URL", "HOST", "PORT")
 
 

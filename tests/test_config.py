@@ -173,6 +173,13 @@ BAD_CONFIGS = [
         {"GITHUB_TIMEOUT_SECONDS": "nan"}, "GITHUB_TIMEOUT_SECONDS", "nan", id="nan-timeout"
     ),
     pytest.param(
+        {"HTTP_MAX_CONNECTIONS": "many"}, "HTTP_MAX_CONNECTIONS", "many", id="connections-word"
+    ),
+    pytest.param({"HTTP_MAX_CONNECTIONS": "1"}, "HTTP_MAX_CONNECTIONS", None, id="one-connection"),
+    pytest.param(
+        {"HTTP_IDLE_TIMEOUT_SECONDS": "0"}, "HTTP_IDLE_TIMEOUT_SECONDS", None, id="no-idle-time"
+    ),
+    pytest.param(
         {"REFRESH_SWEEP_INTERVAL_SECONDS": "0.01"},
         "REFRESH_SWEEP_INTERVAL_SECONDS",
         "0.01",
@@ -254,6 +261,17 @@ def test_defaults() -> None:
     assert settings.jwt.algorithms == ("HS256",)
     assert settings.jwt.issuer is None
     assert settings.jwt.audience is None
+
+
+def test_serving_limits_default_to_a_capped_server() -> None:
+    serving = Settings.from_env(base_env()).serving
+    assert (serving.max_connections, serving.idle_timeout_seconds) == (1000, 15.0)
+
+
+def test_serving_limits_are_read_from_the_environment() -> None:
+    env = base_env(HTTP_MAX_CONNECTIONS="50", HTTP_IDLE_TIMEOUT_SECONDS="75")
+    serving = Settings.from_env(env).serving
+    assert (serving.max_connections, serving.idle_timeout_seconds) == (50, 75.0)
 
 
 def test_environment_without_ghvault_env_is_development() -> None:

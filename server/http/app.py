@@ -23,6 +23,7 @@ from server.domain.github_access import GitHubAccess
 from server.domain.locks import KeyedLocks
 from server.github import GitHubClient, new_client_session
 from server.graphql.schema import create_schema
+from server.http import connections
 from server.http.appkeys import (
     CLIENT_ADDRESS,
     CLOCK,
@@ -85,6 +86,13 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         raise
     response.headers[REQUEST_ID_HEADER] = request_id
     return response
+
+
+@web.middleware
+async def busy_connection_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A connection whose request is being handled is never closed to make room for another."""
+    connections.mark_busy(request)
+    return await handler(request)
 
 
 @web.middleware
@@ -199,7 +207,7 @@ def create_app(
     `clock` and `engine` are injectable for tests; an injected engine is the
     caller's to bind, start and stop.
     """
-    middlewares = [client_address_middleware, request_id_middleware]
+    middlewares = [busy_connection_middleware, client_address_middleware, request_id_middleware]
     if settings.cors_allowed_origins:
         middlewares.append(cors_middleware(settings.cors_allowed_origins))
     app = web.Application(

@@ -36,6 +36,7 @@ from server.http.appkeys import (
     TOKEN_CHANGES,
     VERIFIED_TOKENS,
 )
+from server.http.connections import mark_busy, mark_idle
 from server.http.request_context import annotate
 from server.http.websocket import (
     EXPIRY_TIMER,
@@ -157,9 +158,12 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
         self, request: web.Request, subprotocol: str | None
     ) -> web.WebSocketResponse:
         limit = request.app[SETTINGS].graphql_limits.max_body_bytes
-        return await open_socket(
+        socket = await open_socket(
             request, [subprotocol] if subprotocol else [], max_message_bytes=limit
         )
+        # Until connection_init is accepted the socket may make room for others.
+        mark_idle(request)
+        return socket
 
     def is_websocket_origin_allowed(self, request: web.Request, origin: str) -> bool:
         # Sockets are authenticated by the token in connection_init, never by
@@ -177,6 +181,7 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
             raise ConnectionRejectionError from None
         principal = context.principal = verified.principal
         annotate(principal_id=principal.id, principal_role=principal.role.value)
+        mark_busy(context.request)
         assert isinstance(context.response, web.WebSocketResponse)
         context.request[EXPIRY_TIMER] = close_at_expiry(context.response, verified.expires_at)
         return UNSET
