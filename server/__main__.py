@@ -254,6 +254,7 @@ def _serve(args: argparse.Namespace) -> int:
             host,
             port,
             _serve_worker,
+            grace_seconds=settings.serving.shutdown_grace_seconds,
             on_exit=lambda pid: forget_process(metrics, pid),
         )
 

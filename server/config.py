@@ -81,6 +81,8 @@ class ServingLimits:
     max_connections: int = 1000
     # How long a connection may take to send its first request, or idle between requests.
     idle_timeout_seconds: float = 15.0
+    # From SIGTERM to exit: requests in flight get this long, sockets are closed at once.
+    shutdown_grace_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,9 @@ class Settings:
                 max_connections=reader.integer("HTTP_MAX_CONNECTIONS", 1000, low=2),
                 idle_timeout_seconds=reader.number(
                     "HTTP_IDLE_TIMEOUT_SECONDS", 15.0, low=0.1, high=3600
+                ),
+                shutdown_grace_seconds=reader.number(
+                    "SHUTDOWN_GRACE_SECONDS", 10.0, low=0, high=3600
                 ),
             ),
             host=reader.get("HOST") or "127.0.0.1",

@@ -41,6 +41,7 @@ READ_PREFIXES = (
     "GRAPHQL_",
     "PICCOLO",
     "HTTP_",
+    "SHUTDOWN_",
 )
 READ_NAMES = ("DATABASE_URL", "HOST", "PORT")
 

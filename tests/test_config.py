@@ -180,6 +180,12 @@ BAD_CONFIGS = [
         {"HTTP_IDLE_TIMEOUT_SECONDS": "0"}, "HTTP_IDLE_TIMEOUT_SECONDS", None, id="no-idle-time"
     ),
     pytest.param(
+        {"SHUTDOWN_GRACE_SECONDS": "-1"}, "SHUTDOWN_GRACE_SECONDS", None, id="negative-grace"
+    ),
+    pytest.param(
+        {"SHUTDOWN_GRACE_SECONDS": "nan"}, "SHUTDOWN_GRACE_SECONDS", "nan", id="nan-grace"
+    ),
+    pytest.param(
         {"REFRESH_SWEEP_INTERVAL_SECONDS": "0.01"},
         "REFRESH_SWEEP_INTERVAL_SECONDS",
         "0.01",
@@ -263,15 +269,19 @@ def test_defaults() -> None:
     assert settings.jwt.audience is None
 
 
-def test_serving_limits_default_to_a_capped_server() -> None:
+def test_serving_limits_default_to_a_capped_and_quickly_stopping_server() -> None:
     serving = Settings.from_env(base_env()).serving
     assert (serving.max_connections, serving.idle_timeout_seconds) == (1000, 15.0)
+    assert serving.shutdown_grace_seconds == 10.0
 
 
 def test_serving_limits_are_read_from_the_environment() -> None:
-    env = base_env(HTTP_MAX_CONNECTIONS="50", HTTP_IDLE_TIMEOUT_SECONDS="75")
+    env = base_env(
+        HTTP_MAX_CONNECTIONS="50", HTTP_IDLE_TIMEOUT_SECONDS="75", SHUTDOWN_GRACE_SECONDS="0"
+    )
     serving = Settings.from_env(env).serving
     assert (serving.max_connections, serving.idle_timeout_seconds) == (50, 75.0)
+    assert serving.shutdown_grace_seconds == 0.0
 
 
 def test_environment_without_ghvault_env_is_development() -> None:

@@ -32,6 +32,7 @@ from server.http.appkeys import (
     JWKS,
     KNOWN_USERS,
     METRICS,
+    OPEN_SOCKETS,
     REFRESH_LOCKS,
     REQUEST_ID,
     SETTINGS,
@@ -223,6 +224,7 @@ def create_app(
         app[JWKS] = JwksKeys(settings.jwt.jwks_url)
     app[TOKEN_CHANGES] = TokenChanges()
     app[VERIFIED_TOKENS] = VerifiedTokens()
+    app[OPEN_SOCKETS] = set()
     if engine is None:
         app[ENGINE] = engines.create_engine(settings.database)
         app.cleanup_ctx.append(_database_context)

@@ -44,6 +44,7 @@ from server.http.websocket import (
     close_at_expiry,
     connection_authorization,
     open_socket,
+    socket_ended,
 )
 from server.http.ws_messages import GraphQLTransportWSHandler
 
@@ -116,9 +117,7 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
             try:
                 return await super().__call__(request)
             finally:
-                expiry = request.get(EXPIRY_TIMER)
-                if expiry is not None:
-                    expiry.cancel()
+                socket_ended(request)
         started = time.perf_counter()
         principal = await self._principal(request)
         if principal is None:

@@ -3,6 +3,11 @@
 Start-up failures an operator can fix (the port is taken, the database is
 unreachable or not migrated) end in one exception whose message is the line
 to print; `ghvault serve` prints it and exits non-zero.
+
+A stop is bounded by SHUTDOWN_GRACE_SECONDS: the port closes, open sockets
+are told the server is going away (clients reconnect elsewhere or after the
+restart), requests in flight may finish within the grace period, and what
+is still running then is cancelled.
 """
 
 from __future__ import annotations
@@ -20,10 +25,13 @@ from server.http.appkeys import SETTINGS
 from server.http.connections import ConnectionLimit
 from server.http.descriptors import AcceptFailures, connection_cap, raise_open_file_limit
 from server.http.logs import RedactingAccessLogger
+from server.http.websocket import close_open_sockets
 
 logger = logging.getLogger("ghvault.server")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# After the grace period, what aiohttp gets to cancel the requests still running.
+CANCEL_SECONDS = 0.5
 
 
 class CannotListen(Exception):
@@ -43,7 +51,7 @@ async def serve(app: web.Application, *, host: str, port: int, reuse_port: bool 
     previous_exception_handler = loop.get_exception_handler()
     loop.set_exception_handler(AcceptFailures(previous_exception_handler))
     connections = ConnectionLimit(connection_cap(limits.max_connections, raise_open_file_limit()))
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=CANCEL_SECONDS)
     listener: asyncio.Server | None = None
     try:
         await runner.setup()  # runs the app's start-up: the database is checked here
@@ -70,7 +78,11 @@ async def serve(app: web.Application, *, host: str, port: int, reuse_port: bool 
         url = f"http://{host}:{bound_port}/graphql"
         logger.info("listening on %s", url, extra={"address": f"{host}:{bound_port}"})
         await stop.wait()
-        logger.info("stopping: finishing requests in flight")
+        logger.info(
+            "stopping: finishing requests in flight (up to %g s)", limits.shutdown_grace_seconds
+        )
+        listener.close()
+        await _finish_in_flight(app, connections, limits.shutdown_grace_seconds)
     finally:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
@@ -79,6 +91,21 @@ async def serve(app: web.Application, *, host: str, port: int, reuse_port: bool 
         await runner.cleanup()
         loop.set_exception_handler(previous_exception_handler)
     logger.info("stopped")
+
+
+async def _finish_in_flight(
+    app: web.Application, connections: ConnectionLimit, grace_seconds: float
+) -> None:
+    """Close the sockets, then let requests finish within the grace period."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_seconds
+    await close_open_sockets(app, within=grace_seconds)
+    if not await connections.drained(within=max(0.0, deadline - loop.time())):
+        logger.warning(
+            "grace period of %g s over: cancelling %d requests in flight",
+            grace_seconds,
+            connections.in_request,
+        )
 
 
 def settle_start_up_objects() -> None:

@@ -7,7 +7,8 @@ header. The connection lives no longer than that JWT: at its `exp` the
 server closes it (4403), and the client reconnects with a fresh token. A
 message is at most GRAPHQL_MAX_BODY_BYTES, like an HTTP body: aiohttp
 refuses a longer frame from its header (1009), before reading or decoding
-it.
+it. At shutdown every socket is closed with 1001, after which graphql-ws
+clients reconnect (to another process, or this one restarted).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from strawberry.aiohttp.views import AiohttpWebSocketAdapter
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 
 from server.auth import AuthenticationError
-from server.http.appkeys import REQUEST_ID
+from server.http.appkeys import OPEN_SOCKETS, REQUEST_ID
 
 logger = logging.getLogger("ghvault.app")
 
@@ -32,11 +33,14 @@ logger = logging.getLogger("ghvault.app")
 TOKEN_EXPIRED_CODE = 4403
 TOKEN_EXPIRED_REASON = "Forbidden: the token expired"
 REFUSED_CODE = 4403
+GOING_AWAY_CODE = 1001
+GOING_AWAY_REASON = b"the server is shutting down"
 # A close frame's reason fits in 123 bytes (RFC 6455 5.5); Strawberry's may
 # quote a client's id or type at any length.
 MAX_CLOSE_REASON_BYTES = 123
 
 EXPIRY_TIMER = web.RequestKey("connection_expiry", asyncio.Task)
+SOCKET = web.RequestKey("socket", web.WebSocketResponse)
 
 
 def connection_authorization(params: Mapping[str, object] | None) -> str:
@@ -60,10 +64,36 @@ def close_at_expiry(socket: web.WebSocketResponse, expires_at: float) -> asyncio
 async def open_socket(
     request: web.Request, protocols: list[str], *, max_message_bytes: int
 ) -> web.WebSocketResponse:
-    """Complete the handshake of a socket that takes messages of up to `max_message_bytes`."""
+    """Complete the handshake of a socket, counted among the open ones until it ends."""
     socket = web.WebSocketResponse(protocols=protocols, max_msg_size=max_message_bytes)
     await socket.prepare(request)
+    request[SOCKET] = socket
+    request.app[OPEN_SOCKETS].add(socket)
     return socket
+
+
+def socket_ended(request: web.Request) -> None:
+    """Forget the socket of `request` (if it became one) and its expiry timer."""
+    socket = request.get(SOCKET)
+    if socket is not None:
+        request.app[OPEN_SOCKETS].discard(socket)
+    expiry = request.get(EXPIRY_TIMER)
+    if expiry is not None:
+        expiry.cancel()
+
+
+async def close_open_sockets(app: web.Application, *, within: float) -> None:
+    """Close every open socket with 1001, waiting at most `within` s for the clients' replies."""
+    sockets: set[web.WebSocketResponse] = app[OPEN_SOCKETS]
+    if not sockets:
+        return
+    closing = [
+        asyncio.create_task(socket.close(code=GOING_AWAY_CODE, message=GOING_AWAY_REASON))
+        for socket in list(sockets)
+    ]
+    _, pending = await asyncio.wait(closing, timeout=within)
+    for task in pending:
+        task.cancel()
 
 
 def close_reason(reason: str) -> str:
