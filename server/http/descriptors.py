@@ -21,8 +21,10 @@ logger = logging.getLogger("ghvault.server")
 
 # Descriptors kept free of client connections: the database pool and the
 # notification listener, GitHub's connection pool (aiohttp's 100), the
-# listening socket, the event loop's own, log and SQLite files.
-RESERVED_DESCRIPTORS = 192
+# listening socket, the event loop's own, log and SQLite files, and a burst
+# of new connections (asyncio accepts up to its backlog of 100 at once,
+# before any of them is counted).
+RESERVED_DESCRIPTORS = 320
 # The errors with which accept() says the process or the system is out of them.
 OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -77,8 +79,8 @@ class AcceptFailures:
         if isinstance(error, OSError) and error.errno in OUT_OF_DESCRIPTORS:
             if (count := self._throttle.event()) is not None:
                 logger.warning(
-                    "out of file descriptors (%s): accept() failed %d times, connections "
-                    "wait in the listen queue (logged at most every %g s)",
+                    "out of file descriptors (%s), accepts failed: %d; connections wait "
+                    "in the listen queue (logged at most every %g s)",
                     errno.errorcode.get(error.errno or 0, "?"),
                     count,
                     self._throttle.interval,

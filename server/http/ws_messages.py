@@ -18,6 +18,10 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Messag
 
 from server.graphql.context import Context
 
+# A client sends connection_init first, perhaps after a ping; a stranger's
+# socket gets no more messages decoded than this (each up to the body limit)
+# before it is closed, so it costs no more than a few anonymous requests.
+MAX_MESSAGES_BEFORE_INIT = 8
 # The only types a client sends; Strawberry answers others "Unknown message type".
 WITH_OPTIONAL_PAYLOAD = frozenset({"connection_init", "ping", "pong"})
 WITH_ID = frozenset({"subscribe", "complete"})
@@ -63,7 +67,14 @@ def _subscribe_payload_problem(payload: object) -> str | None:
 
 
 class GraphQLTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    messages_before_init = 0
+
     async def handle_message(self, message: Message) -> None:
+        if not self.connection_acknowledged:
+            self.messages_before_init += 1
+            if self.messages_before_init > MAX_MESSAGES_BEFORE_INIT:
+                await self.handle_invalid_message("too many messages before connection_init")
+                return
         problem = message_problem(message)
         if problem is not None:
             await self.handle_invalid_message(problem)

@@ -87,8 +87,8 @@ def test_failed_accepts_are_one_line_per_interval_without_a_traceback(log_output
         loop.close()
     lines = [json.loads(line) for line in log_output.getvalue().splitlines()]
     assert [line["level"] for line in lines] == ["WARNING"] * 3  # at 0, 10 and 20 s
-    assert "failed 1 times" in lines[0]["message"]
-    assert "failed 10000 times" in lines[1]["message"]
+    assert "accepts failed: 1;" in lines[0]["message"]
+    assert "accepts failed: 10000;" in lines[1]["message"]
     assert not [line for line in lines if "exception" in line]
 
 

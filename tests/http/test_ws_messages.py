@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from server.http.ws_messages import message_problem
+from server.http.ws_messages import MAX_MESSAGES_BEFORE_INIT, message_problem
 from tests.helpers import ALICE, GraphQLClient
 from tests.ws_client import SocketClosed, connect
 
@@ -137,3 +137,30 @@ async def test_a_long_id_used_twice_closes_with_a_reason_a_close_frame_can_carry
             code, reason = closed.code, closed.reason
     assert code == 4409
     assert 0 < len(reason.encode()) <= 123
+
+
+async def test_a_socket_that_never_sends_connection_init_gets_few_messages_read(
+    sqlite_gql: GraphQLClient, log_output: Any
+) -> None:
+    """Pings are answered before connection_init, but not without end: each costs decoding."""
+    async with connect(sqlite_gql.http) as socket:
+        for _ in range(MAX_MESSAGES_BEFORE_INIT + 1):
+            await socket.send({"type": "ping"})
+        closed = await socket.closed()
+    lines, loud = _refusals(log_output)
+    assert [json.loads(frame) for frame in socket.frames] == [
+        {"type": "pong"}
+    ] * MAX_MESSAGES_BEFORE_INIT
+    assert closed.code == 4400
+    assert [line["level"] for line in lines] == ["INFO"]
+    assert loud == []
+
+
+async def test_an_authenticated_socket_may_send_any_number_of_messages(
+    sqlite_gql: GraphQLClient,
+) -> None:
+    async with connect(sqlite_gql.http) as socket:
+        assert (await socket.init(ALICE))["type"] == "connection_ack"
+        for _ in range(3 * MAX_MESSAGES_BEFORE_INIT):
+            await socket.send({"type": "ping"})
+            assert (await socket.socket.receive_json(timeout=15)) == {"type": "pong"}
