@@ -14,6 +14,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiohttp import web
 
@@ -52,8 +53,9 @@ async def served(app: web.Application) -> AsyncIterator[tuple[str, asyncio.Task[
     logging.getLogger("ghvault.server").addHandler(listening)
     task = asyncio.create_task(serve(app, host="127.0.0.1", port=0))
     try:
+        started: set[asyncio.Future[Any]] = {listening.url, task}
         done, _ = await asyncio.wait(
-            {listening.url, task}, timeout=START_BOUND_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            started, timeout=START_BOUND_SECONDS, return_when=asyncio.FIRST_COMPLETED
         )
         if task in done:
             task.result()  # start-up failed: its exception
