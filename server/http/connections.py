@@ -56,10 +56,6 @@ class ConnectionLimit:
         return lambda: ClientConnection(self, server, loop=loop, **handler_args)
 
     @property
-    def open(self) -> int:
-        return len(self._open)
-
-    @property
     def in_request(self) -> int:
         return len(self._open) - len(self._idle)
 
