@@ -53,11 +53,12 @@ logger = logging.getLogger("ghvault.app")
 # No GraphQL request of this API nests deeper; anything deeper is refused
 # before graphql-core walks it recursively.
 MAX_JSON_DEPTH = 32
-# Nor holds more arrays and objects: each `{` of a document is one of its
-# GRAPHQL_MAX_TOKENS (2000), and a variable is a few. Counted on the raw text
+# Nor holds more arrays and objects (brackets in its strings counted too): a
+# document has at most 200 selections (server/graphql/budget.py), so at most
+# as many selection sets, and variables are a few. Counted on the raw text
 # before decoding, since 64 KB of `[[],[],...]` is ~20,000 lists and ~30 ms of
 # the event loop, which a stranger's socket could send again and again.
-MAX_JSON_CONTAINERS = 4096
+MAX_JSON_CONTAINERS = 1024
 # The metrics' operation label of a request refused before its document was read.
 NOT_PARSED = "not_parsed"
 UNAUTHENTICATED = RequestErrorCode.UNAUTHENTICATED.value

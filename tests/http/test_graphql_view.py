@@ -139,7 +139,7 @@ def _with_variable(value: str) -> bytes:
         (_with_variable(_nested(100)), f"deeper than {MAX_JSON_DEPTH}"),
         (_with_variable("9" * 5000), "JSON"),
         (_with_variable('"\\u0000"'), "NUL"),
-        (b"[" * 2000, "deeper than"),
+        (b"[" * 1000, "deeper than"),
         (b"[" * 5000, f"over {MAX_JSON_CONTAINERS} arrays and objects"),
         (_with_variable("[" + "[]," * 5000 + "[]]"), f"over {MAX_JSON_CONTAINERS} arrays"),
     ],
