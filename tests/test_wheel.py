@@ -164,7 +164,7 @@ async def test_the_installed_wheel_migrates_serves_and_answers_a_query(
                 assert time.monotonic() < deadline, "the installed server never became ready"
                 await asyncio.sleep(0.2)
             body = await graphql(http, base, "{ viewer { id role } }", token)
-            async with http.get(f"{base}/graphql") as response:
+            async with http.get(f"{base}/graphql", headers={"Accept": "text/html"}) as response:
                 page = await response.text()
             statuses = {}
             for asset in re.findall(r'(?:src|href)="(/graphiql/[^"]+)"', page):

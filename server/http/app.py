@@ -241,14 +241,15 @@ def create_app(
     graphiql_page = add_graphiql_routes(app) if settings.graphiql_enabled else None
 
     async def graphql_get(request: web.Request) -> web.StreamResponse:
-        # Subscriptions upgrade GET /graphql to a websocket; otherwise it is the
-        # GraphiQL page, and without GraphiQL not a thing ("not found", rather
-        # than "method not allowed").
+        # Subscriptions upgrade GET /graphql to a websocket, and a browser asking
+        # for HTML gets GraphiQL's page; GraphQL requests are served over POST only.
         if view.is_websocket_request(request):
             return await view(request)
-        if graphiql_page is None:
-            raise web.HTTPNotFound
-        return await graphiql_page(request)
+        if graphiql_page is not None and "text/html" in request.headers.get("Accept", ""):
+            return await graphiql_page(request)
+        raise web.HTTPMethodNotAllowed(
+            "GET", ["POST"], text="GraphQL requests are served over POST only"
+        )
 
     app.router.add_route("POST", "/graphql", view)
     app.router.add_get("/graphql", graphql_get)
