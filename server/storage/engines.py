@@ -30,11 +30,23 @@ POSTGRES_CONNECT_TIMEOUT_SECONDS = 5.0
 POSTGRES_COMMAND_TIMEOUT_SECONDS = 30.0
 
 
+class QuietPostgresEngine(PostgresEngine):
+    """Piccolo's PostgresEngine, without the server version it fetches when constructed.
+
+    Piccolo connects from the constructor to log that version, and on a
+    database it cannot reach logs "version 0.0" under a coloured warning;
+    ghvault says itself, in one line, when the database cannot be reached.
+    """
+
+    async def check_version(self) -> None:
+        return None
+
+
 def create_engine(config: DatabaseConfig) -> Engine:
     if config.is_sqlite:
         assert config.sqlite_path is not None
         return PooledSQLiteEngine(path=str(config.sqlite_path))
-    return PostgresEngine(
+    return QuietPostgresEngine(
         config={"dsn": config.postgres_dsn, "timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
     )
 

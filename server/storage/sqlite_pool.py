@@ -82,6 +82,10 @@ class PooledSQLiteEngine(SQLiteEngine):
         # server.storage.reads.LoopReader, made on the first hot read of a started pool.
         self.loop_reader: Any = None
 
+    async def check_version(self) -> None:
+        # Piccolo's logs SQLite's version read as a float ("Running Sqlite version 3.4").
+        return None
+
     @property
     def pooled(self) -> bool:
         return self._slots is not None
