@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from server.config import ConfigError, Settings, parse_database_url
@@ -24,15 +25,28 @@ DEV_ENV_FILE = Path(".env.local")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from server.storage.migration_state import DatabaseNotReady
+
     try:
         return args.run(args)
     except ConfigError as exc:
         print(f"ghvault: configuration error: {exc}", file=sys.stderr)
         return 2
+    except DatabaseNotReady as exc:
+        print(f"ghvault: {exc}", file=sys.stderr)
+        return 1
+
+
+def _version() -> str:
+    try:
+        return version("ghvault")
+    except PackageNotFoundError:  # run from a folder, not installed
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ghvault", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ghvault {_version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the HTTP server")
@@ -47,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser("migrate", help="run every pending migration (forwards all)")
+    migrate.add_argument(
+        "--create",
+        action="store_true",
+        help="the database may be new: create the SQLite file (and its folder), or set up "
+        "a PostgreSQL database that holds no ghvault tables yet",
+    )
     migrate.set_defaults(run=_migrate)
 
     token = commands.add_parser("dev-token", help="mint a JWT from AUTH_JWT_SECRET")
@@ -122,10 +142,20 @@ def _positive(text: str) -> int:
 
 @asynccontextmanager
 async def _database(settings: Settings) -> AsyncIterator[None]:
+    """The tables bound to the database of DATABASE_URL, refused (one line) unless it is
+    there and migrated; a connection lost later is reported in one line too."""
     from server.storage import engines
+    from server.storage.migration_state import (
+        DATABASE_UNREACHABLE,
+        serving_checked,
+        unreachable,
+    )
 
-    async with engines.serving(engines.create_engine(settings.database)):
-        yield
+    async with serving_checked(engines.create_engine(settings.database)):
+        try:
+            yield
+        except DATABASE_UNREACHABLE as exc:
+            raise unreachable(exc) from None
 
 
 def _keys_status(args: argparse.Namespace) -> int:
@@ -285,18 +315,13 @@ def _serve_one(host: str, port: int, *, reuse_port: bool = False) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     database = parse_database_url(os.environ.get("DATABASE_URL"))
-    if database.sqlite_path is not None:
-        database.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     # Piccolo finds its configuration by import: the piccolo_conf module ships
     # beside the `server` package.
     os.environ.setdefault("PICCOLO_CONF", "piccolo_conf")
-    from piccolo.apps.migrations.commands.forwards import run_forwards
+    from server.storage.migrate import migrate
 
-    result = asyncio.run(run_forwards(app_name="all"))
-    if not result.success:
-        print(f"ghvault: migration failed: {result.message}", file=sys.stderr)
-        return 1
-    return 0
+    report = asyncio.run(migrate(database, create=args.create))
+    return _print(report.summary())
 
 
 def _dev_token(args: argparse.Namespace) -> int:

@@ -43,6 +43,17 @@ class DatabaseConfig:
     def is_sqlite(self) -> bool:
         return self.engine == "sqlite"
 
+    @property
+    def label(self) -> str:
+        """Which database this is, for people: the SQLite file's absolute path, or the
+        PostgreSQL URL without its password and parameters."""
+        if self.sqlite_path is not None:
+            return f"sqlite:///{self.sqlite_path.absolute()}"
+        parts = urlsplit(self.postgres_dsn or "")
+        credentials, _, hosts = parts.netloc.rpartition("@")
+        user = credentials.partition(":")[0]
+        return f"{parts.scheme}://{user + '@' if user else ''}{hosts}{parts.path}"
+
 
 @dataclass(frozen=True)
 class JwtConfig:
@@ -142,7 +153,6 @@ def parse_database_url(url: str | None) -> DatabaseConfig:
         return DatabaseConfig(engine="sqlite", sqlite_path=DEFAULT_SQLITE_PATH)
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 -- urlsplit checks the port lazily
     except ValueError:
         raise ConfigError("DATABASE_URL is not a valid URL") from None
     if parts.scheme == "sqlite":
@@ -153,10 +163,30 @@ def parse_database_url(url: str | None) -> DatabaseConfig:
             )
         return DatabaseConfig(engine="sqlite", sqlite_path=Path(parts.path[1:]))
     if parts.scheme in ("postgres", "postgresql"):
-        if not parts.hostname or parts.path in ("", "/"):
-            raise ConfigError("DATABASE_URL must name a host and a database: postgres://host/db")
+        # Several comma-separated hosts (failover, with target_session_attrs) are
+        # asyncpg's to read: the URL is passed on as it is.
+        hosts = parts.netloc.rpartition("@")[2].split(",")
+        if not all(_is_host_and_port(host) for host in hosts) or parts.path in ("", "/"):
+            raise ConfigError(
+                "DATABASE_URL must name a host (or several, comma-separated) and a database: "
+                "postgres://host:5432/db"
+            )
         return DatabaseConfig(engine="postgres", postgres_dsn=url)
     raise ConfigError("DATABASE_URL must start with sqlite:/// or postgres://")
+
+
+def _is_host_and_port(text: str) -> bool:
+    """`host`, `host:port`, `[v6 address]` or `[v6 address]:port`."""
+    host, port = text, ""
+    if text.startswith("["):
+        address, bracket, port = text[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
+            return False
+        host, port = address, port[1:]
+    elif ":" in text:
+        host, _, port = text.rpartition(":")
+    valid_port = port == "" or (port.isdigit() and 0 < int(port) < 65536)
+    return bool(host) and valid_port and not any(char in host for char in "/?#@ ")
 
 
 def parse_origins(value: str | None) -> tuple[str, ...]:

@@ -130,7 +130,7 @@ async def test_the_installed_wheel_migrates_serves_and_answers_a_query(
     for path in where.split():
         assert Path(path).is_relative_to(installed), where
 
-    run(bin_dir / "ghvault", "migrate", cwd=elsewhere, env=env)
+    run(bin_dir / "ghvault", "migrate", "--create", cwd=elsewhere, env=env)
     checked = run(bin_dir / "piccolo", "migrations", "check", cwd=elsewhere, env=env)
     ran = [
         line.split("|")[-1].strip() for line in checked.splitlines() if line.startswith("ghvault")

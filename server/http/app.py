@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
-import asyncpg
 from aiohttp import web
 from piccolo.engine.base import Engine
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -46,24 +44,13 @@ from server.http.request_context import request_scope
 from server.http.routes import github_webhook
 from server.jwks import JwksKeys
 from server.jwt_cache import VerifiedTokens
-from server.redaction import redact
 from server.storage import engines
-from server.storage.migration_state import DatabaseNotReady, check_schema, schema_problem
+from server.storage.migration_state import schema_problem, serving_checked
 from server.storage.token_changes import change_source
 
 logger = logging.getLogger("ghvault.app")
 
 READINESS_TIMEOUT_SECONDS = 1.0
-# What opening the pool raises when the database is not there: refused or
-# unresolvable hosts, no answer, wrong credentials or database name, an
-# unwritable SQLite path.
-DATABASE_UNREACHABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    sqlite3.Error,
-)
 # A socket that has not sent connection_init by then is closed (4408).
 CONNECTION_INIT_TIMEOUT = timedelta(seconds=10)
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -122,21 +109,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def _database_context(app: web.Application) -> AsyncIterator[None]:
-    engine = app[ENGINE]
-    engines.bind_tables(engine)
-    try:
-        await engines.start(engine)
-        try:
-            await check_schema(engine)
-        except BaseException:
-            await engines.stop(engine)
-            raise
-    except DATABASE_UNREACHABLE as exc:
-        raise DatabaseNotReady(
-            f"cannot reach the database of DATABASE_URL: {type(exc).__name__}: {redact(str(exc))}"
-        ) from None
-    yield
-    await engines.stop(engine)
+    async with serving_checked(app[ENGINE]):
+        yield
 
 
 async def _github_context(app: web.Application) -> AsyncIterator[None]:
