@@ -305,6 +305,8 @@ def _serve_one(host: str, port: int, *, reuse_port: bool = False) -> int:
 
     settings = Settings.from_env(os.environ)
     configure_logging()
+    for warning in settings.start_up_warnings:
+        logging.getLogger("ghvault.server").warning(warning)
     try:
         asyncio.run(serve(create_app(settings), host=host, port=port, reuse_port=reuse_port))
     except (CannotListen, DatabaseNotReady) as exc:

@@ -23,6 +23,11 @@ DEFAULT_SQLITE_PATH = Path("data") / "ghvault.sqlite"
 ENVIRONMENTS = ("development", "production")
 JWT_ALGORITHMS_FOR_PUBLIC_KEYS = ("RS256", "ES256")
 MIN_SWEEP_INTERVAL_SECONDS = 1.0
+# An identity provider signs the tokens of every API it serves with the same keys.
+JWKS_WITHOUT_AUDIENCE = (
+    "AUTH_JWT_AUDIENCE must be set with AUTH_JWT_JWKS_URL: without it, a token your identity "
+    "provider minted for any other API is accepted too"
+)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -110,13 +115,20 @@ class Settings:
     def is_production(self) -> bool:
         return self.environment == "production"
 
+    @property
+    def start_up_warnings(self) -> tuple[str, ...]:
+        """Settings that work here but would be refused in production, logged by `serve`."""
+        if self.jwt.jwks_url is not None and self.jwt.audience is None:
+            return (f"{JWKS_WITHOUT_AUDIENCE} (production refuses to start without it)",)
+        return ()
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Read and check every setting; raise ConfigError on the first problem."""
         reader = _EnvReader(env)
         environment = reader.choice("GHVAULT_ENV", ENVIRONMENTS, default="development")
         is_production = environment == "production"
-        jwt = _jwt_config(reader)
+        jwt = _jwt_config(reader, production=is_production)
         keyring = _keyring(reader)
         github_apps, webhook_secrets = _github_apps(reader)
         _refuse_reused_secrets(keyring, jwt, webhook_secrets, github_apps)
@@ -293,7 +305,7 @@ class _EnvReader:
         return value.rstrip("/")
 
 
-def _jwt_config(reader: _EnvReader) -> JwtConfig:
+def _jwt_config(reader: _EnvReader, *, production: bool) -> JwtConfig:
     secret = reader.get("AUTH_JWT_SECRET")
     public_key = reader.get("AUTH_JWT_PUBLIC_KEY")
     jwks_url = reader.get("AUTH_JWT_JWKS_URL")
@@ -316,12 +328,15 @@ def _jwt_config(reader: _EnvReader) -> JwtConfig:
         raise ConfigError("AUTH_JWT_SECRET must be at least 32 bytes long")
     if public_key is not None and "-----BEGIN PUBLIC KEY-----" not in public_key:
         raise ConfigError("AUTH_JWT_PUBLIC_KEY must be a PEM public key")
+    audience = reader.get("AUTH_JWT_AUDIENCE")
+    if jwks_url is not None and audience is None and production:
+        raise ConfigError(JWKS_WITHOUT_AUDIENCE)
     return JwtConfig(
         secret=secret.encode() if secret else None,
         public_key=public_key,
         jwks_url=jwks_url,
         issuer=reader.get("AUTH_JWT_ISSUER"),
-        audience=reader.get("AUTH_JWT_AUDIENCE"),
+        audience=audience,
         role_claim=role_claim,
     )
 
