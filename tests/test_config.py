@@ -479,3 +479,31 @@ def test_unsigned_token_is_rejected() -> None:
     token = jwt.encode(claims(role="admin"), None, algorithm="none")
     with pytest.raises(AuthenticationError):
         authenticate(f"Bearer {token}", settings.jwt)
+
+
+@pytest.mark.parametrize(
+    ("url", "label"),
+    [
+        (
+            "postgres://u:hunter2@h1:5432,h2:5433/db?target_session_attrs=read-write",
+            "postgres://u@h1:5432,h2:5433/db",
+        ),
+        ("postgresql://u@[::1]:5432,10.0.0.2/db", "postgresql://u@[::1]:5432,10.0.0.2/db"),
+        ("postgres://db.internal/ghvault", "postgres://db.internal/ghvault"),
+    ],
+)
+def test_a_multi_host_database_url_is_passed_on_as_it_is(url: str, label: str) -> None:
+    """Make sure failover URLs (several hosts, as asyncpg reads them) are accepted unchanged,
+    and named for people without the password or parameters."""
+    database = Settings.from_env(base_env(DATABASE_URL=url)).database
+
+    assert (database.engine, database.postgres_dsn, database.label) == ("postgres", url, label)
+
+
+@pytest.mark.parametrize(
+    "url", ["postgres://u:hunter2@h1:5432,h2:port/db", "postgres://u:hunter2@h1,,h2/db"]
+)
+def test_a_malformed_host_list_is_one_line(url: str) -> None:
+    with pytest.raises(ConfigError, match="several, comma-separated") as refused:
+        Settings.from_env(base_env(DATABASE_URL=url))
+    assert "hunter2" not in str(refused.value)
