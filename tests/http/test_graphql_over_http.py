@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import io
+import sqlite3
 from typing import Any
 
+import asyncpg
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from server.config import Settings
+from server.domain import status as domain_status
+from server.github import GitHubUnavailable
 from server.http.app import create_app
 from server.http.graphql_responses import (
     GRAPHQL_RESPONSE_MEDIA_TYPE,
     JSON_MEDIA_TYPE,
+    RETRY_AFTER_SECONDS,
     negotiate,
 )
 from tests.helpers import (
@@ -29,16 +35,18 @@ from tests.helpers import (
 
 GRAPHQL = GRAPHQL_RESPONSE_MEDIA_TYPE
 APOLLO_ACCEPT = "application/graphql-response+json,application/json;q=0.9"
+Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, sqlite_url: str) -> TestClient:
+async def client(aiohttp_client: Any, sqlite_url: str) -> Client:
     settings = Settings.from_env(base_env(DATABASE_URL=sqlite_url))
-    return await aiohttp_client(create_app(settings))
+    client: Client = await aiohttp_client(create_app(settings))
+    return client
 
 
 async def _post(
-    client: TestClient, body: object, *, accept: str | None = None, auth: str | None = ADMIN
+    client: Client, body: object, *, accept: str | None = None, auth: str | None = ADMIN
 ) -> tuple[int, str, dict[str, Any]]:
     headers = {"Accept": accept} if accept is not None else {}
     if auth:
@@ -72,7 +80,7 @@ def test_the_response_media_type_follows_accept(accept: str | None, expected: st
 
 @pytest.mark.parametrize("accept", [None, "*/*", JSON_MEDIA_TYPE, GRAPHQL, APOLLO_ACCEPT])
 async def test_a_result_is_200_in_the_media_type_asked_for(
-    client: TestClient, accept: str | None
+    client: Client, accept: str | None
 ) -> None:
     status, content_type, body = await _post(client, {"query": "{ __typename }"}, accept=accept)
 
@@ -80,7 +88,7 @@ async def test_a_result_is_200_in_the_media_type_asked_for(
     assert content_type == negotiate(accept)
 
 
-async def test_a_client_that_reads_neither_json_type_gets_406(client: TestClient) -> None:
+async def test_a_client_that_reads_neither_json_type_gets_406(client: Client) -> None:
     status, content_type, body = await _post(client, {"query": "{ __typename }"}, accept="text/xml")
 
     assert (status, content_type) == (406, JSON_MEDIA_TYPE)
@@ -116,7 +124,7 @@ REQUEST_ERRORS = [
     ("accept", "status"), [(JSON_MEDIA_TYPE, 200), (GRAPHQL, 400)], ids=["json", "graphql"]
 )
 async def test_a_request_error_has_no_data_entry(
-    client: TestClient, request_body: dict[str, Any], accept: str, status: int
+    client: Client, request_body: dict[str, Any], accept: str, status: int
 ) -> None:
     """Make sure a request refused before execution says so: no `data` at all (not even null),
     and, for application/graphql-response+json, a 400."""
@@ -128,14 +136,14 @@ async def test_a_request_error_has_no_data_entry(
     assert all("path" not in error for error in body["errors"])
 
 
-async def test_an_unknown_operation_name_is_not_echoed(client: TestClient) -> None:
+async def test_an_unknown_operation_name_is_not_echoed(client: Client) -> None:
     _, _, body = await _post(client, {"query": "query A { __typename }", "operationName": "Zq9x"})
 
     assert "Zq9x" not in str(body)
 
 
 @pytest.mark.parametrize("accept", [JSON_MEDIA_TYPE, GRAPHQL])
-async def test_a_field_error_keeps_data_and_200(client: TestClient, accept: str) -> None:
+async def test_a_field_error_keeps_data_and_200(client: Client, accept: str) -> None:
     """Make sure an error raised while executing (FORBIDDEN on one field) is a result:
     200 with `data`, under both media types."""
     query = '{ viewer { id } user(id: "bob") { id } }'
@@ -148,7 +156,7 @@ async def test_a_field_error_keeps_data_and_200(client: TestClient, accept: str)
 
 
 @pytest.mark.parametrize("accept", [JSON_MEDIA_TYPE, GRAPHQL])
-async def test_an_anonymous_request_is_401_without_data(client: TestClient, accept: str) -> None:
+async def test_an_anonymous_request_is_401_without_data(client: Client, accept: str) -> None:
     status, content_type, body = await _post(
         client, {"query": "{ __typename }"}, accept=accept, auth=None
     )
@@ -177,7 +185,7 @@ async def test_an_anonymous_request_is_401_without_data(client: TestClient, acce
 )
 @pytest.mark.parametrize("accept", [JSON_MEDIA_TYPE, GRAPHQL])
 async def test_a_malformed_request_is_a_400_in_the_media_type_asked_for(
-    client: TestClient, body: dict[str, Any], accept: str
+    client: Client, body: dict[str, Any], accept: str
 ) -> None:
     status, content_type, answer = await _post(client, body, accept=accept)
 
@@ -189,7 +197,7 @@ async def test_a_malformed_request_is_a_400_in_the_media_type_asked_for(
 
 @pytest.mark.parametrize("accept", [JSON_MEDIA_TYPE, GRAPHQL])
 async def test_a_subscription_over_post_is_a_400_naming_the_websocket_protocol(
-    client: TestClient, log_output: io.StringIO, accept: str
+    client: Client, log_output: io.StringIO, accept: str
 ) -> None:
     """Make sure a subscription POSTed (as GraphiQL or a misconfigured client does) is told
     where subscriptions are served, without an INTERNAL error or an ERROR line."""
@@ -231,7 +239,7 @@ async def test_graphql_over_get_is_not_allowed(
     assert "__typename" not in await response.text()
 
 
-async def test_a_browser_still_gets_graphiql_on_get(client: TestClient) -> None:
+async def test_a_browser_still_gets_graphiql_on_get(client: Client) -> None:
     response = await client.get("/graphql", headers={"Accept": "text/html,*/*;q=0.8"})
 
     assert (response.status, response.content_type) == (200, "text/html")
@@ -271,3 +279,71 @@ async def test_a_token_status_keeps_its_id_through_every_state(
     assert {node["userId"]: node["id"] for node in nodes}["alice"] == standard
     bobs = {token_id for token_id, _ in (await ids(BOB)).values()}
     assert len({standard, before["LITE"][0], *bobs}) == 4
+
+
+def _busy() -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError("database is locked")
+    error.sqlite_errorname = "SQLITE_BUSY"
+    return error
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        ConnectionRefusedError(111, "Connect call failed"),
+        TimeoutError(),
+        asyncpg.CannotConnectNowError("the database system is starting up"),
+        asyncpg.ReadOnlySQLTransactionError("cannot execute INSERT in a read-only transaction"),
+        _busy(),
+        GitHubUnavailable("GitHub did not answer in time"),
+    ],
+    ids=["refused", "timeout", "starting-up", "read-only-standby", "sqlite-busy", "github"],
+)
+@pytest.mark.parametrize("accept", [JSON_MEDIA_TYPE, GRAPHQL])
+async def test_an_outage_is_a_503_to_retry(
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    log_output: io.StringIO,
+    outage: Exception,
+    accept: str,
+) -> None:
+    """Make sure a caller can tell "retry later" from a bug: 503, Retry-After, UNAVAILABLE,
+    and the log gets one WARNING line instead of an ERROR with a traceback."""
+
+    async def unavailable(*args: object, **kwargs: object) -> None:
+        raise outage
+
+    monkeypatch.setattr(domain_status, "token_statuses", unavailable)
+    response = await client.post(
+        "/graphql",
+        json={"query": "{ viewer { githubTokens { state } } }"},
+        headers={"Authorization": ALICE, "Accept": accept},
+    )
+    body = await response.json(content_type=None)
+
+    assert (response.status, response.content_type) == (503, accept)
+    assert response.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+    assert [error["extensions"]["code"] for error in body["errors"]] == ["UNAVAILABLE"]
+    assert '"level": "ERROR"' not in log_output.getvalue()
+
+
+@pytest.mark.parametrize(
+    "bug",
+    [
+        ValueError("a bug"),
+        asyncpg.UniqueViolationError("duplicate key value violates unique constraint"),
+        sqlite3.OperationalError("no such table: users"),
+    ],
+    ids=["value-error", "unique-violation", "missing-table"],
+)
+async def test_a_bug_is_not_taken_for_an_outage(
+    client: Client, monkeypatch: pytest.MonkeyPatch, bug: Exception
+) -> None:
+    async def failing(*args: object, **kwargs: object) -> None:
+        raise bug
+
+    monkeypatch.setattr(domain_status, "token_statuses", failing)
+    status, _, body = await _post(client, {"query": "{ viewer { githubTokens { state } } }"})
+
+    assert status == 200
+    assert [error["extensions"]["code"] for error in body["errors"]] == ["INTERNAL"]
