@@ -9,7 +9,7 @@ import os
 import secrets
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
@@ -25,10 +25,11 @@ DEV_ENV_FILE = Path(".env.local")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run  # each command sets it (set_defaults)
     from server.storage.migration_state import DatabaseNotReady
 
     try:
-        return args.run(args)
+        return run(args)
     except ConfigError as exc:
         print(f"ghvault: configuration error: {exc}", file=sys.stderr)
         return 2

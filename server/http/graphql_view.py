@@ -22,7 +22,7 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
-from strawberry.types.unset import UNSET, UnsetType
+from strawberry.types.unset import UnsetType
 
 from server.auth import AuthenticationError, Principal, authenticate, bearer_token
 from server.domain.enums import RequestErrorCode
@@ -193,7 +193,7 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
         annotate(principal_id=principal.id, principal_role=principal.role.value)
         assert isinstance(context.response, web.WebSocketResponse)
         context.request[EXPIRY_TIMER] = close_at_expiry(context.response, expires_at)
-        return UNSET
+        return UnsetType()  # UNSET, typed: acknowledged without a payload
 
     async def execute_single(
         self,
