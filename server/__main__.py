@@ -15,7 +15,7 @@ from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from server.config import ConfigError, Settings, parse_database_url
+from server.config import ConfigError, Settings, database_from_env
 from server.crypto import generate_key
 from server.domain.enums import Role
 
@@ -317,7 +317,7 @@ def _serve_one(host: str, port: int, *, reuse_port: bool = False) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    database = parse_database_url(os.environ.get("DATABASE_URL"))
+    database = database_from_env(os.environ)
     # Piccolo finds its configuration by import: the piccolo_conf module ships
     # beside the `server` package.
     os.environ.setdefault("PICCOLO_CONF", "piccolo_conf")
@@ -367,7 +367,7 @@ def _dev_setup(args: argparse.Namespace) -> int:
 def _backup(args: argparse.Namespace) -> int:
     from server.storage.backup import BackupError, backup_sqlite
 
-    database = parse_database_url(os.environ.get("DATABASE_URL"))
+    database = database_from_env(os.environ)
     if database.sqlite_path is None:
         print(
             "ghvault: backup copies SQLite databases; on PostgreSQL use pg_dump (README: Backups)",

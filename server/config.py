@@ -11,7 +11,7 @@ import binascii
 import ipaddress
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,17 +36,39 @@ class ConfigError(Exception):
     """A missing or malformed setting; the message is safe to print."""
 
 
+POOL_MODES = ("session", "transaction")
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
-    """Where the data lives: a SQLite file or a PostgreSQL DSN."""
+    """Where the data lives: a SQLite file or a PostgreSQL DSN.
+
+    `pool_mode` "transaction": the DSN goes through a pooler (PgBouncer) that
+    hands each transaction to any server connection, so no statement may be
+    prepared for later and no connection LISTENs; `listen_dsn` is then a
+    direct connection for LISTEN, if there is one.
+    """
 
     engine: str  # "sqlite" | "postgres"
     sqlite_path: Path | None = None
     postgres_dsn: str | None = field(default=None, repr=False)
+    pool_mode: str = "session"
+    explicit_listen_dsn: str | None = field(default=None, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
         return self.engine == "sqlite"
+
+    @property
+    def pooled_per_transaction(self) -> bool:
+        return self.pool_mode == "transaction"
+
+    @property
+    def listen_dsn(self) -> str | None:
+        """Where to LISTEN: DATABASE_LISTEN_URL, else DATABASE_URL unless it is pooled."""
+        if self.explicit_listen_dsn is not None or self.pooled_per_transaction:
+            return self.explicit_listen_dsn
+        return self.postgres_dsn
 
     @property
     def label(self) -> str:
@@ -118,9 +140,17 @@ class Settings:
     @property
     def start_up_warnings(self) -> tuple[str, ...]:
         """Settings that work here but would be refused in production, logged by `serve`."""
+        warnings = []
         if self.jwt.jwks_url is not None and self.jwt.audience is None:
-            return (f"{JWKS_WITHOUT_AUDIENCE} (production refuses to start without it)",)
-        return ()
+            warnings.append(f"{JWKS_WITHOUT_AUDIENCE} (production refuses to start without it)")
+        if self.database.pooled_per_transaction and self.database.listen_dsn is None:
+            warnings.append(
+                "DATABASE_POOL_MODE=transaction without DATABASE_LISTEN_URL: LISTEN cannot "
+                "work through a transaction pooler, so status subscriptions poll the rows they "
+                "watch (four reads a second each); set DATABASE_LISTEN_URL to a direct "
+                "connection to hear changes at once"
+            )
+        return tuple(warnings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -133,7 +163,7 @@ class Settings:
         github_apps, webhook_secrets = _github_apps(reader)
         _refuse_reused_secrets(keyring, jwt, webhook_secrets, github_apps)
         return cls(
-            database=parse_database_url(reader.get("DATABASE_URL")),
+            database=database_from_env(env),
             keyring=keyring,
             jwt=jwt,
             github_apps=github_apps,
@@ -157,6 +187,29 @@ class Settings:
             trusted_proxies=reader.networks("TRUSTED_PROXIES"),
             refresh_sweep_interval_seconds=_sweep_interval(reader),
         )
+
+
+def database_from_env(env: Mapping[str, str]) -> DatabaseConfig:
+    """DATABASE_URL, with DATABASE_POOL_MODE and DATABASE_LISTEN_URL for PostgreSQL."""
+    reader = _EnvReader(env)
+    database = parse_database_url(reader.get("DATABASE_URL"))
+    pool_mode = reader.choice("DATABASE_POOL_MODE", POOL_MODES, default="session")
+    listen_url = reader.get("DATABASE_LISTEN_URL")
+    if database.is_sqlite:
+        if pool_mode != "session" or listen_url is not None:
+            raise ConfigError("DATABASE_POOL_MODE and DATABASE_LISTEN_URL apply to PostgreSQL only")
+        return database
+    if listen_url is not None:
+        try:
+            listen = parse_database_url(listen_url)
+        except ConfigError:
+            listen = None
+        if listen is None or listen.is_sqlite:
+            raise ConfigError(
+                "DATABASE_LISTEN_URL must be a postgres:// URL that reaches the database "
+                "directly (not through a transaction pooler)"
+            )
+    return replace(database, pool_mode=pool_mode, explicit_listen_dsn=listen_url)
 
 
 def parse_database_url(url: str | None) -> DatabaseConfig:

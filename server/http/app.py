@@ -107,7 +107,14 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response(
             {"status": "unavailable", "database": True, "migrations": False}, status=503
         )
-    return web.json_response({"status": "ready", "database": True, "migrations": True})
+    # Subscribers on this process go deaf while a LISTEN connection is lost.
+    source = request.app[TOKEN_CHANGES].source
+    notifications = "lost" if source and not source.hearing else source.mode if source else "off"
+    status = "unavailable" if notifications == "lost" else "ready"
+    return web.json_response(
+        {"status": status, "database": True, "migrations": True, "notifications": notifications},
+        status=503 if notifications == "lost" else 200,
+    )
 
 
 async def _database_context(app: web.Application) -> AsyncIterator[None]:
@@ -130,7 +137,9 @@ async def _github_context(app: web.Application) -> AsyncIterator[None]:
 async def _token_changes_context(app: web.Application) -> AsyncIterator[None]:
     """What status subscriptions hear: NOTIFY on PostgreSQL, polling on SQLite."""
     changes = app[TOKEN_CHANGES]
-    source = change_source(app[ENGINE], changes.changed)
+    source = await change_source(
+        app[ENGINE], changes.changed, listen_dsn=app[SETTINGS].database.listen_dsn
+    )
     changes.source = source
     await source.start()
     yield

@@ -46,9 +46,15 @@ def create_engine(config: DatabaseConfig) -> Engine[Any]:
     if config.is_sqlite:
         assert config.sqlite_path is not None
         return PooledSQLiteEngine(path=str(config.sqlite_path))
-    return QuietPostgresEngine(
-        config={"dsn": config.postgres_dsn, "timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
-    )
+    options: dict[str, Any] = {
+        "dsn": config.postgres_dsn,
+        "timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS,
+    }
+    if config.pooled_per_transaction:
+        # The next statement may reach another server connection, where a statement
+        # prepared on this one does not exist: asyncpg then uses unnamed statements.
+        options["statement_cache_size"] = 0
+    return QuietPostgresEngine(config=options)
 
 
 def bind_tables(engine: Engine[Any]) -> None:
