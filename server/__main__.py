@@ -111,6 +111,14 @@ def _parser() -> argparse.ArgumentParser:
     backup.add_argument("path", type=Path, help="the new file to write the copy to")
     backup.set_defaults(run=_backup)
 
+    piccolo = commands.add_parser(
+        "piccolo",
+        help="Piccolo's CLI on this ghvault's tables and migrations, e.g. `ghvault piccolo "
+        "migrations check` (whatever piccolo_conf.py the working directory holds)",
+    )
+    piccolo.add_argument("arguments", nargs=argparse.REMAINDER, help="what `piccolo` takes")
+    piccolo.set_defaults(run=_piccolo)
+
     export = commands.add_parser("export-schema", help="print the GraphQL SDL")
     export.set_defaults(run=_export_schema)
     return parser
@@ -325,6 +333,20 @@ def _migrate(args: argparse.Namespace) -> int:
 
     report = asyncio.run(migrate(database, create=args.create))
     return _print(report.summary())
+
+
+def _piccolo(args: argparse.Namespace) -> int:
+    # Piccolo imports its configuration by module name after putting the working
+    # directory first on sys.path, where another project's piccolo_conf.py may lie:
+    # ghvault's, imported first, is the one it finds.
+    os.environ["PICCOLO_CONF"] = "piccolo_conf"
+    from piccolo.main import main as piccolo_main
+
+    import piccolo_conf  # noqa: F401 -- see above
+
+    sys.argv = ["piccolo", *args.arguments]
+    piccolo_main()
+    return 0
 
 
 def _dev_token(args: argparse.Namespace) -> int:

@@ -476,3 +476,20 @@ def test_piccolo_names_a_malformed_database_url_in_one_line(tmp_path: Path) -> N
         "ghvault: configuration error: DATABASE_URL must name a host (or several, "
         "comma-separated) and a database: postgres://host:5432/db"
     ]
+
+
+def test_ghvault_piccolo_uses_ghvaults_configuration_wherever_it_runs(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """Make sure `ghvault piccolo ...` reaches ghvault's tables and migrations even from a
+    folder holding another project's piccolo_conf.py (which plain `piccolo` would pick)."""
+    (tmp_path / "piccolo_conf.py").write_text('raise SystemExit("the other project")\n')
+    env = clean_env(**base_env(DATABASE_URL=f"sqlite:///{sqlite_template}"))
+
+    checked = ghvault("piccolo", "migrations", "check", cwd=tmp_path, env=env, timeout=60)
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "the other project" not in checked.stdout + checked.stderr
+    ran = [line for line in checked.stdout.splitlines() if line.startswith("ghvault ")]
+    assert ran
+    assert all(line.rstrip().endswith("True") for line in ran)
