@@ -399,7 +399,7 @@ DATABASE_COMMANDS = [("migrate",), ("keys", "status"), ("keys", "rewrap"), ("ref
 
 @pytest.fixture
 def unmigrated_sqlite_url(tmp_path: Path) -> str:
-    (tmp_path / "empty.sqlite").touch()
+    (tmp_path / "empty.sqlite").touch(mode=0o600)
     return f"sqlite:///{tmp_path}/empty.sqlite"
 
 

@@ -26,6 +26,7 @@ from server.storage.migration_state import (
     shipped_migration_ids,
     unreachable,
 )
+from server.storage.sqlite_files import create_private
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,13 @@ def _engine() -> Engine[Any]:
     return engine
 
 
-def _prepare_folder(database: DatabaseConfig, *, create: bool) -> bool:
-    """Whether the SQLite file is new; its folder made when it may be created."""
+def _prepare_file(database: DatabaseConfig, *, create: bool) -> bool:
+    """Whether the SQLite file is new; created (private) when it may be."""
     if database.sqlite_path is None or database.sqlite_path.exists():
         return False
     if not create:
         refuse_a_missing_file(_engine())
-    database.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    create_private(database.sqlite_path)
     return True
 
 
@@ -65,7 +66,7 @@ async def migrate(database: DatabaseConfig, *, create: bool) -> MigrationReport:
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
     engine = _engine()
-    new_file = _prepare_folder(database, create=create)
+    new_file = _prepare_file(database, create=create)
     try:
         before = frozenset() if new_file else await applied_migration_ids(engine)
     except DATABASE_UNREACHABLE as exc:
