@@ -133,13 +133,20 @@ def slot_of(row: Mapping[str, Any], kind: TokenKind) -> TokenSlot:
     return TokenSlot(row["user_id"], row["github_app_type"], row["github_user_id"], kind.value)
 
 
+# asyncpg writes the first and last instants Python has as PostgreSQL's
+# -infinity and infinity, which read back as naive datetimes.
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
 def _fits_in_utc(value: datetime) -> bool:
-    """Whether the time is storable: 9999-12-31T23:00-02:00 is past year 9999 in UTC."""
+    """Whether the time is storable and reads back as stored on both engines
+    (9999-12-31T23:00-02:00, for one, is past year 9999 in UTC)."""
     try:
-        value.astimezone(UTC)
+        in_utc = value.astimezone(UTC)
     except OverflowError:
         return False
-    return True
+    return _EARLIEST < in_utc < _LATEST
 
 
 ALREADY_CONNECTED = Refusal(
