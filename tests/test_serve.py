@@ -65,7 +65,7 @@ def sqlite_env(tmp_path: Path) -> dict[str, str]:
 
 
 def migrated(env: dict[str, str], cwd: Path) -> dict[str, str]:
-    result = ghvault("migrate", cwd=cwd, env=env, timeout=60)
+    result = ghvault("migrate", "--create", cwd=cwd, env=env, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     return env
 
@@ -80,10 +80,23 @@ def test_serve_refuses_a_database_that_was_never_migrated(
     tmp_path: Path, sqlite_env: dict[str, str]
 ) -> None:
     """Make sure `serve` on an empty database says to run `ghvault migrate`, and stops."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "ghvault.sqlite").touch()
     result = ghvault("serve", cwd=tmp_path, env=sqlite_env)
     assert_refused_with_one_line(
-        result, "ghvault migrate", f"lacks {MIGRATIONS} of {MIGRATIONS} migrations"
+        result, "ghvault migrate --create", f"lacks {MIGRATIONS} of {MIGRATIONS} migrations"
     )
+
+
+def test_serve_refuses_a_sqlite_file_that_does_not_exist(
+    tmp_path: Path, sqlite_env: dict[str, str]
+) -> None:
+    """Make sure a mistyped path is not served as a new, empty vault: nothing is created."""
+    result = ghvault("serve", cwd=tmp_path, env=sqlite_env)
+    assert_refused_with_one_line(
+        result, f"there is no database at {tmp_path}/data/ghvault.sqlite", "--create"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_serve_refuses_a_database_missing_a_migration(
@@ -153,7 +166,7 @@ def test_serve_refuses_an_sqlite_path_it_cannot_open(tmp_path: Path) -> None:
         **base_env(DATABASE_URL=f"sqlite:///{blocker}/ghvault.sqlite", PORT=str(free_port()))
     )
     result = ghvault("serve", cwd=tmp_path, env=env)
-    assert_refused_with_one_line(result, "cannot reach the database of DATABASE_URL")
+    assert_refused_with_one_line(result, f"there is no database at {blocker}/ghvault.sqlite")
 
 
 # --- flags ---------------------------------------------------------------------

@@ -15,9 +15,14 @@ import time
 from typing import TypeGuard
 
 from aiohttp import web
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError
 from strawberry.aiohttp.views import GraphQLView
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UnsetType
 
 from server.auth import AuthenticationError, Principal, VerifiedToken, bearer_token, verify
@@ -38,6 +43,15 @@ from server.http.appkeys import (
     VERIFIED_TOKENS,
 )
 from server.http.connections import mark_busy, mark_idle
+from server.http.graphql_responses import (
+    GRAPHQL_RESPONSE_MEDIA_TYPE,
+    JSON_MEDIA_TYPE,
+    error_body,
+    is_request_error,
+    negotiate,
+    retry_headers,
+    status_for,
+)
 from server.http.request_context import annotate
 from server.http.websocket import (
     EXPIRY_TIMER,
@@ -64,17 +78,29 @@ MAX_JSON_CONTAINERS = 1024
 # The metrics' operation label of a request refused before its document was read.
 NOT_PARSED = "not_parsed"
 UNAUTHENTICATED = RequestErrorCode.UNAUTHENTICATED.value
-JSON_MEDIA_TYPE = "application/json"
+# Subscriptions run on websockets only (graphql-transport-ws), never on a POST.
+HTTP_OPERATIONS = frozenset({OperationType.QUERY, OperationType.MUTATION})
+SUBSCRIPTION_OVER_POST = (
+    "Subscriptions are served over the graphql-transport-ws protocol: "
+    "open a websocket to this URL (any graphql-ws client) instead of POSTing them"
+)
+# The media type a POST is answered in, chosen from its Accept header.
+MEDIA_TYPE = web.RequestKey("media_type", str)
 
 
-def unauthenticated_response() -> web.Response:
-    """HTTP 401 with the GraphQL error body an anonymous operation used to get."""
+def json_response(
+    body: object, *, status: int, media_type: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(body, status=status, content_type=media_type, headers=headers)
+
+
+def unauthenticated_response(media_type: str = JSON_MEDIA_TYPE) -> web.Response:
+    """HTTP 401 with the GraphQL error an anonymous operation would get (nothing ran: no data)."""
     error = unauthenticated()
-    body = {
-        "data": None,
-        "errors": [{"message": error.message, "extensions": error.extensions}],
-    }
-    return web.json_response(body, status=401, headers={"WWW-Authenticate": "Bearer"})
+    body = error_body(error.message, **(error.extensions or {}))
+    return json_response(
+        body, status=401, media_type=media_type, headers={"WWW-Authenticate": "Bearer"}
+    )
 
 
 def check_json_shape(value: object) -> None:
@@ -152,19 +178,28 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
             finally:
                 socket_ended(request)
         started = time.perf_counter()
+        media_type = negotiate(request.headers.get("Accept"))
+        if media_type is None:
+            message = f"GraphQL responses are {GRAPHQL_RESPONSE_MEDIA_TYPE} or {JSON_MEDIA_TYPE}"
+            return json_response(error_body(message), status=406, media_type=JSON_MEDIA_TYPE)
         principal = await self._principal(request)
         if principal is None:
             # The root field is unknown: the document is never parsed.
             refused = request.app[METRICS].graphql.labels(NOT_PARSED, UNAUTHENTICATED)
             refused.observe(time.perf_counter() - started)
-            return unauthenticated_response()
+            return unauthenticated_response(media_type)
         if request.content_type.lower() != JSON_MEDIA_TYPE:
             # Browsers send form and text bodies cross-site without asking (CSRF).
-            return web.Response(
-                status=415, text=f"GraphQL requests must be sent as {JSON_MEDIA_TYPE}"
-            )
+            message = f"GraphQL requests must be sent as {JSON_MEDIA_TYPE}"
+            return json_response(error_body(message), status=415, media_type=media_type)
         request[PRINCIPAL] = principal
-        return await super().__call__(request)
+        request[MEDIA_TYPE] = media_type
+        try:
+            return await self.run(request)
+        except HTTPException as exc:
+            return json_response(
+                error_body(exc.reason), status=exc.status_code, media_type=media_type
+            )
 
     async def _principal(self, request: web.Request) -> Principal | None:
         app = request.app
@@ -217,6 +252,64 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
         assert isinstance(context.response, web.WebSocketResponse)
         context.request[EXPIRY_TIMER] = close_at_expiry(context.response, verified.expires_at)
         return UnsetType()  # UNSET, typed: acknowledged without a payload
+
+    async def execute_single(
+        self,
+        request: web.Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: web.Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        if not isinstance(request_data.operation_name, str | None):
+            raise HTTPException(400, "The GraphQL operation's `operationName` must be a string")
+        try:
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=HTTP_OPERATIONS,
+                operation_extensions=request_data.extensions,
+            )
+        except InvalidOperationTypeError:
+            raise HTTPException(400, SUBSCRIPTION_OVER_POST) from None
+        except CannotGetOperationTypeError:
+            # A request error like any other, and one that does not echo the name.
+            error = GraphQLError("operationName names no operation of the document")
+            return ExecutionResult(data=None, errors=[error])
+        except MissingQueryError:
+            raise HTTPException(400, "No GraphQL query found in the request") from None
+
+    async def process_result(
+        self, request: web.Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        body = await super().process_result(request, result)
+        if is_request_error(result.data, result.errors):
+            # Nothing was executed, so there is no `data` to report, not even null.
+            del body["data"]
+        return body
+
+    async def get_sub_response(self, request: web.Request) -> web.Response:
+        response = web.Response()
+        response.content_type = request.get(MEDIA_TYPE, JSON_MEDIA_TYPE)
+        return response
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: web.Response,
+    ) -> web.Response:
+        # Batched requests are refused while parsing: one response body, always.
+        assert not isinstance(response_data, list)
+        status = status_for(response_data, sub_response.content_type)
+        sub_response.set_status(status)
+        sub_response.headers.update(retry_headers(status))
+        encoded = self.encode_json(response_data)
+        sub_response.text = encoded.decode() if isinstance(encoded, bytes) else encoded
+        return sub_response
 
     def decode_json(self, data: str | bytes) -> object:
         if opening_brackets(data) > MAX_JSON_CONTAINERS:
