@@ -35,6 +35,7 @@ class RevocationReason(StrEnum):
     USER_REVOKED = "user_revoked"
     REFRESH_FAILED = "refresh_failed"
     ADMIN = "admin"
+    GITHUB_REJECTED = "github_rejected"  # reported rejected, GitHub agreed, and not refreshable
 
 
 class TokenState(StrEnum):
