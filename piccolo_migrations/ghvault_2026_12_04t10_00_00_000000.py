@@ -17,7 +17,8 @@ from enum import Enum
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.columns.column_types import Text, Timestamptz
 from piccolo.columns.indexes import IndexMethod
-from piccolo.engine import engine_finder
+
+from server.storage.ddl import run_ddl
 
 ID = "2026-12-04T10:00:00:000000"
 VERSION = "1.38.0"
@@ -26,7 +27,7 @@ DESCRIPTION = "Lease end per token and credential version; revocation reason git
 _REASONS = {"USER_REVOKED": "user_revoked", "REFRESH_FAILED": "refresh_failed", "ADMIN": "admin"}
 
 
-async def forwards():
+async def forwards() -> MigrationManager:
     manager = MigrationManager(migration_id=ID, app_name="ghvault", description=DESCRIPTION)
 
     manager.add_column(
@@ -64,10 +65,12 @@ async def forwards():
         schema=None,
     )
 
-    async def forget_github_rejected():
-        await engine_finder().run_ddl(
-            "UPDATE user_github_app_tokens SET revocation_reason = 'refresh_failed' "
-            "WHERE revocation_reason = 'github_rejected'"
+    async def forget_github_rejected() -> None:
+        await run_ddl(
+            [
+                "UPDATE user_github_app_tokens SET revocation_reason = 'refresh_failed' "
+                "WHERE revocation_reason = 'github_rejected'"
+            ]
         )
 
     manager.add_raw_backwards(forget_github_rejected)

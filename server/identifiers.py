@@ -9,13 +9,14 @@ and looked up.
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 MAX_USER_ID_LENGTH = 255
 
 _DIGITS = re.compile(r"[0-9]{1,20}")  # ASCII only: int() would also read other scripts' digits
 
 
-def is_user_id(value: object) -> bool:
+def is_user_id(value: object) -> TypeGuard[str]:
     """1 to 255 printable characters: no NUL, no control or line-breaking characters."""
     return isinstance(value, str) and 0 < len(value) <= MAX_USER_ID_LENGTH and value.isprintable()
 

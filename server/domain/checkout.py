@@ -36,7 +36,7 @@ from server.domain.refresh import (
     refresh_single_flight,
     refresh_token_usable,
     unreadable,
-    unusable,
+    usable,
 )
 from server.domain.tokens import slot_of
 from server.storage.transactions import write_transaction
@@ -164,12 +164,11 @@ async def _lease(
     github: GitHubAccess,
     locks: KeyedLocks,
 ) -> CheckedOutToken | Refusal:
-    row = await read_token(user_id, app_type)
+    found = await read_token(user_id, app_type)
     for _ in range(_ROUNDS):
-        problem = unusable(row)
-        if problem is not None:
-            return problem
-        assert row is not None  # unusable() refuses a missing row
+        row = usable(found)
+        if isinstance(row, Refusal):
+            return row
         plaintext, refreshed = None, False
         key = (user_id, app_type, row["credential_version"])
         if refresh_wanted(row, now) and not (
@@ -212,7 +211,7 @@ async def _lease(
         if handed is not None:
             return handed
         # Refreshed or revoked since it was read: start again from what is stored now.
-        row = await read_token(user_id, app_type)
+        found = await read_token(user_id, app_type)
     return _KEPT_CHANGING
 
 

@@ -10,6 +10,7 @@ import strawberry
 from server.domain import checkout
 from server.domain.enums import AppType
 from server.domain.leases import DEFAULT_LEASE_SECONDS
+from server.graphql.fields import mutation
 from server.graphql.permissions import IsService, require_principal
 from server.graphql.types import Info, OperationError, to_result
 
@@ -45,7 +46,7 @@ CheckoutGithubTokenResult = Annotated[
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(
+    @mutation(
         description="SERVICE. A usable access token, refreshed at GitHub when it is near expiry.",
         permission_classes=[IsService],
     )

@@ -67,7 +67,7 @@ class TcpProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._server: asyncio.Server | None = None
-        self._transports: set[asyncio.BaseTransport] = set()
+        self._transports: set[asyncio.WriteTransport] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
