@@ -61,6 +61,7 @@ class AuditAction(StrEnum):
     KEYS_REWRAPPED = "keys_rewrapped"
     GITHUB_WEBHOOK_REVOKED = "github_webhook_revoked"
     TOKEN_DECRYPTION_FAILED = "token_decryption_failed"
+    TOKEN_REJECTION_REPORTED = "token_rejection_reported"
 
 
 class ErrorCode(StrEnum):
@@ -79,6 +80,16 @@ class ErrorCode(StrEnum):
     STATE_ALREADY_USED = "state_already_used"
     ACCOUNT_MISMATCH = "account_mismatch"
     TOKEN_UNREADABLE = "token_unreadable"
+    RATE_LIMITED = "rate_limited"
+
+
+class RejectionOutcome(StrEnum):
+    """What a report that GitHub rejected a handed-out token led to (domain/rejection.py)."""
+
+    STILL_VALID = "still_valid"
+    REFRESHED = "refreshed"
+    REVOKED = "revoked"
+    STALE = "stale"
 
 
 class RequestErrorCode(StrEnum):

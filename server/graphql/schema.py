@@ -28,6 +28,7 @@ from server.graphql import (
     connect,
     disconnect,
     purge,
+    rejection,
     stats,
     status,
     tokens,
@@ -54,7 +55,14 @@ CACHE_SIZE = 256
 Query = merge_types("Query", (users.Query, status.Query, audit.Query, stats.Query))
 Mutation = merge_types(
     "Mutation",
-    (tokens.Mutation, purge.Mutation, connect.Mutation, disconnect.Mutation, checkout.Mutation),
+    (
+        tokens.Mutation,
+        purge.Mutation,
+        connect.Mutation,
+        disconnect.Mutation,
+        checkout.Mutation,
+        rejection.Mutation,
+    ),
 )
 
 
