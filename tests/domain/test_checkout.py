@@ -340,7 +340,7 @@ def _free_port() -> int:
 
 
 @asynccontextmanager
-async def _server_process(env: dict[str, str], port: int) -> AsyncIterator[str]:
+async def server_process(env: dict[str, str], port: int) -> AsyncIterator[str]:
     """A real `ghvault serve`, until the block ends."""
     ghvault = Path(sys.executable).parent / "ghvault"
     process = await asyncio.create_subprocess_exec(
@@ -386,8 +386,8 @@ async def test_two_server_processes_refresh_once(
     headers = {"Authorization": SERVICE}
 
     async with (
-        _server_process(env, _free_port()) as first,
-        _server_process(env, _free_port()) as second,
+        server_process(env, _free_port()) as first,
+        server_process(env, _free_port()) as second,
         aiohttp.ClientSession(headers=headers) as session,
     ):
 

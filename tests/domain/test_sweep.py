@@ -280,11 +280,13 @@ async def test_the_in_process_sweeper_refreshes_in_the_background(
     assert set((await _versions()).values()) == {2}
 
 
-async def _refresh_due_process(env: dict[str, str]) -> tuple[int, str, str]:
+async def refresh_due_process(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """`ghvault refresh-due *args`: its exit code, stdout and stderr."""
     ghvault = Path(sys.executable).parent / "ghvault"
     process = await asyncio.create_subprocess_exec(
         str(ghvault),
         "refresh-due",
+        *args,
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -317,7 +319,7 @@ async def test_two_refresh_due_processes_refresh_each_due_token_once(
         },
     )
 
-    results = await asyncio.gather(_refresh_due_process(env), _refresh_due_process(env))
+    results = await asyncio.gather(refresh_due_process(env), refresh_due_process(env))
 
     assert [code for code, _, _ in results] == [0, 0], results
     assert fake_github.calls["refresh"] == 100
