@@ -245,7 +245,11 @@ async def _hand_out(
                 now=now,
                 subject_user_id=row["user_id"],
                 app_type=AppType(row["github_app_type"]),
-                detail={"refreshed": refreshed, "credential_version": row["credential_version"]},
+                detail={
+                    "refreshed": refreshed,
+                    "credential_version": row["credential_version"],
+                    "usable_until": end.isoformat(),
+                },
             )
     return CheckedOutToken(
         access_token=plaintext,
