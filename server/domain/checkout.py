@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from server.auth import Principal
-from server.crypto import DecryptionError, Keyring
+from server.crypto import Keyring
 from server.domain import audit, leases
 from server.domain.enums import AppType, AuditAction, ErrorCode, TokenKind
 from server.domain.errors import Refusal
@@ -32,13 +32,12 @@ from server.domain.github_access import GitHubAccess
 from server.domain.locks import KeyedLocks
 from server.domain.refresh import (
     NOT_REFRESHABLE,
+    decrypted,
     read_token,
     refresh_single_flight,
     refresh_token_usable,
-    unreadable,
     usable,
 )
-from server.domain.tokens import slot_of
 from server.storage.transactions import write_transaction
 
 # Twice the longest window: a token refreshed this early outlives every window
@@ -229,13 +228,9 @@ async def _hand_out(
     """Decrypt (unless refreshed just now), hold the window, audit, return; None when the
     row moved to another version since it was read."""
     async with write_transaction():
-        if plaintext is None:
-            try:
-                plaintext = keyring.decrypt(
-                    row["access_token_encrypted"], slot_of(row, TokenKind.ACCESS)
-                )
-            except DecryptionError as exc:
-                return await unreadable(actor, row, TokenKind.ACCESS, exc, now=now)
+        token = plaintext or await decrypted(actor, row, TokenKind.ACCESS, keyring=keyring, now=now)
+        if isinstance(token, Refusal):
+            return token
         if not await leases.hold(row, end, now=now):
             return None
         if audited:
@@ -252,7 +247,7 @@ async def _hand_out(
                 },
             )
     return CheckedOutToken(
-        access_token=plaintext,
+        access_token=token,
         access_token_expires_at=row["access_token_expires_at"],
         github_user_id=row["github_user_id"],
         github_login=row["github_login"],

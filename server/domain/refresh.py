@@ -137,62 +137,40 @@ async def refresh_single_flight(
     """
 
     async def attempt() -> Locked | Refusal:
+        """Lock the row, re-read it, refresh it if it is still the version seen and due."""
         async with locks.hold((user_id, app_type)):
-            return await _attempt(
-                actor,
-                user_id,
-                app_type,
-                seen_version=seen_version,
-                due=due,
-                trigger=trigger,
-                now=now,
-                keyring=keyring,
-                github=github,
-                lease=lease,
-                skip_locked=skip_locked,
-            )
+            try:
+                async with write_transaction():
+                    locked = for_update(select_token(user_id, app_type), skip_locked)
+                    row = usable(await locked.first())
+                    if isinstance(row, Refusal):
+                        return row
+                    if row["credential_version"] != seen_version or not due(row):
+                        return Locked(row)
+                    return await _refresh_locked(
+                        actor,
+                        row,
+                        now=now,
+                        keyring=keyring,
+                        github=github,
+                        trigger=trigger,
+                        lease=lease,
+                    )
+            except GitHubError as exc:
+                # Raised inside the transaction, so the row is exactly as it was.
+                async with write_transaction():
+                    await _refresh_failed(
+                        actor,
+                        user_id,
+                        app_type,
+                        now,
+                        "github_unavailable",
+                        error=type(exc).__name__,
+                        trigger=trigger,
+                    )
+                return GITHUB_COULD_NOT_REFRESH
 
     return await locks.share((user_id, app_type, seen_version, trigger), attempt)
-
-
-async def _attempt(
-    actor: Principal | None,
-    user_id: str,
-    app_type: AppType,
-    *,
-    seen_version: int,
-    due: Callable[[dict[str, Any]], bool],
-    trigger: str,
-    now: datetime,
-    keyring: Keyring,
-    github: GitHubAccess,
-    lease: timedelta | None,
-    skip_locked: bool,
-) -> Locked | Refusal:
-    """Lock the row, re-read it, and refresh it if it is still the version seen and due."""
-    try:
-        async with write_transaction():
-            row = usable(await for_update(select_token(user_id, app_type), skip_locked).first())
-            if isinstance(row, Refusal):
-                return row
-            if row["credential_version"] != seen_version or not due(row):
-                return Locked(row)
-            return await _refresh_locked(
-                actor, row, now=now, keyring=keyring, github=github, trigger=trigger, lease=lease
-            )
-    except GitHubError as exc:
-        # Raised inside the transaction, so the row is exactly as it was.
-        async with write_transaction():
-            await _refresh_failed(
-                actor,
-                user_id,
-                app_type,
-                now,
-                "github_unavailable",
-                error=type(exc).__name__,
-                trigger=trigger,
-            )
-        return GITHUB_COULD_NOT_REFRESH
 
 
 async def _refresh_locked(
@@ -213,12 +191,9 @@ async def _refresh_locked(
     configured = github.configured
     if configured is None:
         return not_configured(app_type)
-    try:
-        refresh_token = keyring.decrypt(
-            row["refresh_token_encrypted"], slot_of(row, TokenKind.REFRESH)
-        )
-    except DecryptionError as exc:
-        return await unreadable(actor, row, TokenKind.REFRESH, exc, now=now)
+    refresh_token = await decrypted(actor, row, TokenKind.REFRESH, keyring=keyring, now=now)
+    if isinstance(refresh_token, Refusal):
+        return refresh_token
     try:
         grant = await configured.client.refresh(
             configured.app, refresh_token=refresh_token, now=now
@@ -322,6 +297,21 @@ async def _store_grant(
     if not swapped:
         # The row lock makes this unreachable; if it ever happens, keep the stored row.
         raise RuntimeError("credential_version moved while the row was locked")
+
+
+async def decrypted(
+    actor: Principal | None,
+    row: dict[str, Any],
+    kind: TokenKind,
+    *,
+    keyring: Keyring,
+    now: datetime,
+) -> str | Refusal:
+    """The row's token of `kind` in plain text, or TOKEN_UNREADABLE (audited)."""
+    try:
+        return keyring.decrypt(row[Token.ciphertext_column(kind)._meta.name], slot_of(row, kind))
+    except DecryptionError as exc:
+        return await unreadable(actor, row, kind, exc, now=now)
 
 
 async def unreadable(

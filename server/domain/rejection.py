@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from server.auth import Principal
-from server.crypto import DecryptionError, Keyring
+from server.crypto import Keyring
 from server.domain import audit
 from server.domain.enums import (
     AppType,
@@ -37,15 +37,15 @@ from server.domain.github_access import GitHubAccess, not_configured
 from server.domain.locks import KeyedLocks
 from server.domain.rate_limits import RateLimit
 from server.domain.refresh import (
+    decrypted,
     read_token,
     refresh_single_flight,
     refresh_token_usable,
     select_token,
-    unreadable,
     usable,
 )
 from server.domain.status import TokenStatus, token_status
-from server.domain.tokens import mark_revoked, slot_of
+from server.domain.tokens import mark_revoked
 from server.github import GitHubError
 from server.storage.transactions import for_update, write_transaction
 
@@ -100,12 +100,9 @@ async def report_rejected(
     configured = github.configured
     if configured is None:
         return not_configured(app_type)
-    try:
-        access_token = keyring.decrypt(
-            row["access_token_encrypted"], slot_of(row, TokenKind.ACCESS)
-        )
-    except DecryptionError as exc:
-        return await unreadable(actor, row, TokenKind.ACCESS, exc, now=now)
+    access_token = await decrypted(actor, row, TokenKind.ACCESS, keyring=keyring, now=now)
+    if isinstance(access_token, Refusal):
+        return access_token
     try:
         alive = await configured.client.check_token(configured.app, access_token=access_token)
     except GitHubError:
