@@ -240,15 +240,9 @@ class GitHubClient:
         Returns False when GitHub no longer knows the token, which for a caller tidying up
         means the same as success.
         """
-        answer = await self._app_request(
-            "revoke_grant", "DELETE", app, "grant", access_token=access_token
+        return await self._about_token(
+            "revoke_grant", "DELETE", app, "grant", access_token=access_token, success=204
         )
-        if answer.status == 204:
-            return True
-        if answer.status == 404:
-            return False
-        _raise_for_app_status(answer, "revoke")
-        raise GitHubUnavailable(f"GitHub answered HTTP {answer.status} to a revoke request")
 
     async def check_token(self, app: GitHubApp, *, access_token: str) -> bool:
         """Whether GitHub still accepts ``access_token`` of ``app`` (its "check a token").
@@ -256,22 +250,24 @@ class GitHubClient:
         False when GitHub answers that it does not know the token: expired, replaced by a
         refresh, or revoked.
         """
-        answer = await self._app_request(
-            "check_token", "POST", app, "token", access_token=access_token
+        return await self._about_token(
+            "check_token", "POST", app, "token", access_token=access_token, success=200
         )
-        if answer.status == 200:
-            return True
-        if answer.status == 404:
-            return False
-        _raise_for_app_status(answer, "check-token")
-        raise GitHubUnavailable(f"GitHub answered HTTP {answer.status} to a check-token request")
 
-    async def _app_request(
-        self, endpoint: str, method: str, app: GitHubApp, action: str, *, access_token: str
-    ) -> _Answer:
+    async def _about_token(
+        self,
+        endpoint: str,
+        method: str,
+        app: GitHubApp,
+        action: str,
+        *,
+        access_token: str,
+        success: int,
+    ) -> bool:
         """A request about one token to ``/applications/{client_id}/{action}``, signed with
-        the app's own credentials."""
-        return await self._fetch(
+        the app's own credentials: True on `success`, False when GitHub does not know the
+        token (404)."""
+        answer = await self._fetch(
             endpoint,
             method,
             self._api_base / "applications" / app.client_id / action,
@@ -281,6 +277,18 @@ class GitHubClient:
             },
             json={"access_token": access_token},
         )
+        if answer.status == success:
+            return True
+        if answer.status == 404:
+            return False
+        if answer.status == 401:
+            raise GitHubRejected("bad_credentials", "GitHub refused the app credentials (401)")
+        if answer.status == 422:
+            raise GitHubRejected(
+                "validation_failed", f"GitHub refused the {endpoint} request (422)"
+            )
+        _raise_for_api_status(answer)
+        raise GitHubUnavailable(f"GitHub answered HTTP {answer.status} to a {endpoint} request")
 
     async def _token_request(self, endpoint: str, form: Mapping[str, str]) -> dict[str, Any]:
         answer = await self._fetch(
@@ -345,15 +353,6 @@ def _raise_for_api_status(answer: _Answer) -> None:
         raise GitHubUnavailable(f"GitHub answered HTTP {status}")
     if status >= 300:
         raise GitHubRejected(f"http_{status}", f"GitHub answered HTTP {status}")
-
-
-def _raise_for_app_status(answer: _Answer, what: str) -> None:
-    """Raise for the refusals of an ``/applications/{client_id}/...`` request."""
-    if answer.status == 401:
-        raise GitHubRejected("bad_credentials", "GitHub refused the app credentials (401)")
-    if answer.status == 422:
-        raise GitHubRejected("validation_failed", f"GitHub refused the {what} request (422)")
-    _raise_for_api_status(answer)
 
 
 def _json_object(answer: _Answer) -> dict[str, Any]:
