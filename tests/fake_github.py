@@ -357,13 +357,11 @@ class FakeGitHub:
     async def _user_endpoint(self, request: web.Request) -> web.Response:
         if (early := await self._arrive("user")) is not None:
             return early
-        if (refused := _require_user_agent(request)) is not None:
-            return refused
-        scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-        if scheme.lower() not in ("bearer", "token") or not token:
-            return _api_error(401, "Requires authentication")
+        token = _bearer_token(request)
+        if isinstance(token, web.Response):
+            return token
         with self._lock:
-            pair = self._by_access.get(token.strip())
+            pair = self._by_access.get(token)
             user = self._users.get(pair.user_id) if pair else None
         if user is None:
             return _api_error(401, "Bad credentials")
@@ -410,13 +408,11 @@ class FakeGitHub:
         """A REST call a commit worker makes with the user's token: 401 once it is dead."""
         if (early := await self._arrive("repo")) is not None:
             return early
-        if (refused := _require_user_agent(request)) is not None:
-            return refused
-        scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-        if scheme.lower() not in ("bearer", "token") or not token:
-            return _api_error(401, "Requires authentication")
+        token = _bearer_token(request)
+        if isinstance(token, web.Response):
+            return token
         with self._lock:
-            live = token.strip() in self._by_access
+            live = token in self._by_access
             if not live:
                 self.refused["bad_credentials"] += 1
         if not live:
@@ -533,6 +529,16 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
         return None
     client_id, colon, client_secret = decoded.partition(":")
     return (client_id, client_secret) if colon else None
+
+
+def _bearer_token(request: web.Request) -> str | web.Response:
+    """The access token a REST request carries, or the REST API's refusal of the request."""
+    if (refused := _require_user_agent(request)) is not None:
+        return refused
+    scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not token:
+        return _api_error(401, "Requires authentication")
+    return token.strip()
 
 
 def _require_user_agent(request: web.Request) -> web.Response | None:

@@ -78,6 +78,20 @@ async def _checkout(gql: GraphQLClient, user_id: str = "alice") -> dict[str, Any
     return (await gql.data(CHECKOUT, {"userId": user_id}, auth=SERVICE))["checkoutGithubToken"]
 
 
+async def client_waiting_for_github(
+    aiohttp_client: Any,
+    settings: Settings,
+    clock: MovableClock,
+    database: Database,
+    seconds: float,
+) -> GraphQLClient:
+    """The app under test, its GitHub client waiting `seconds` for an answer."""
+    patient = replace(settings, github_timeout_seconds=seconds)
+    return GraphQLClient(
+        await aiohttp_client(create_app(patient, clock=clock, engine=database.engine))
+    )
+
+
 async def token_row(database: Database) -> dict[str, Any]:
     rows = await database.fetch("SELECT * FROM user_github_app_tokens")
     assert len(rows) == 1
@@ -208,10 +222,7 @@ async def test_checkouts_waiting_on_a_failing_refresh_share_its_one_attempt(
     GitHub and all four share its GITHUB_UNAVAILABLE, instead of each waiter trying again in
     turn (four timeouts, each holding SQLite's write lock). A checkout after that tries again."""
     timeout = 5.0
-    app = create_app(
-        replace(settings, github_timeout_seconds=timeout), clock=clock, engine=database.engine
-    )
-    gql = GraphQLClient(await aiohttp_client(app))
+    gql = await client_waiting_for_github(aiohttp_client, settings, clock, database, timeout)
     await store_live_token(gql, fake_github, clock(), expires_in=timedelta(minutes=1))
     fake_github.hang_seconds = timeout * 4
 

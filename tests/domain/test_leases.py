@@ -7,7 +7,6 @@ handed against that.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,10 +19,9 @@ from server.domain.errors import InvalidInput
 from server.domain.github_access import GitHubAccess
 from server.domain.locks import KeyedLocks
 from server.domain.sweep import sweep
-from server.github import GitHubClient, new_client_session
 from server.storage.tables import AuditEvent
 from tests.domain.test_checkout import store_live_token, token_row
-from tests.fake_github import FakeGitHub
+from tests.fake_github import STANDARD_APP, FakeGitHub
 from tests.helpers import (
     ADMIN,
     ALICE,
@@ -115,7 +113,7 @@ async def test_usable_until_stops_short_of_the_access_token_expiry(
 ) -> None:
     """Make sure a token that expires soon and cannot be refreshed (no refresh token) is
     promised only until its expiry minus the margin, so the caller can tell."""
-    access, _ = fake_github.seed_token("Iv1.fakestandard0001", 583231, "octocat")
+    access, _ = fake_github.seed_token(STANDARD_APP.client_id, 583231, "octocat")
     variables = store_input("alice", now=clock(), access=access)
     variables["input"]["accessTokenExpiresAt"] = (clock() + 8 * MINUTE).isoformat()
     del variables["input"]["refreshToken"], variables["input"]["refreshTokenExpiresAt"]
@@ -262,26 +260,12 @@ async def test_a_store_or_a_revocation_ends_the_windows_with_their_version(
 # ---------------------------------------------------------------- the sweep
 
 
-@pytest.fixture
-async def github_for(settings: Settings) -> AsyncIterator[dict[AppType, GitHubAccess]]:
-    async with new_client_session(10.0) as session:
-        client = GitHubClient(
-            session,
-            oauth_base_url=settings.github_oauth_base_url,
-            api_base_url=settings.github_api_base_url,
-        )
-        yield {
-            app_type: GitHubAccess(client, settings.github_apps.get(app_type))
-            for app_type in AppType
-        }
-
-
 async def test_the_sweep_leaves_a_held_token_alone_until_its_window_ends(
     gql: GraphQLClient,
     clock: MovableClock,
     fake_github: FakeGitHub,
     settings: Settings,
-    github_for: dict[AppType, GitHubAccess],
+    github: dict[AppType, GitHubAccess],
 ) -> None:
     """Make sure `refresh-due --within 400` (every token due) refreshes the token nobody
     holds, skips the one a checkout handed out a second ago, and refreshes it once its
@@ -297,7 +281,7 @@ async def test_the_sweep_leaves_a_held_token_alone_until_its_window_ends(
         return await sweep(
             now=clock(),
             keyring=settings.keyring,
-            github_for=github_for,
+            github_for=github,
             locks=KeyedLocks(),
             within=timedelta(days=400),
             jitter_seconds=0,
@@ -322,7 +306,7 @@ async def test_a_held_lease_protects_the_token_like_a_checkout_without_auditing_
     clock: MovableClock,
     fake_github: FakeGitHub,
     settings: Settings,
-    github_for: dict[AppType, GitHubAccess],
+    github: dict[AppType, GitHubAccess],
 ) -> None:
     """Make sure hold_lease returns the token and its window, keeps checkouts from
     refreshing it meanwhile, writes no TOKEN_CHECKED_OUT, and refuses 0 seconds."""
@@ -340,7 +324,7 @@ async def test_a_held_lease_protects_the_token_like_a_checkout_without_auditing_
             seconds=seconds,
             now=clock(),
             keyring=settings.keyring,
-            github=github_for[AppType.STANDARD],
+            github=github[AppType.STANDARD],
             locks=locks,
         )
         assert isinstance(held, checkout.CheckedOutToken)

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from server.config import Settings
-from server.http.app import create_app
 from server.storage.tables import AuditEvent
-from tests.domain.test_checkout import store_live_token, token_row
+from tests.domain.test_checkout import client_waiting_for_github, store_live_token, token_row
 from tests.domain.test_leases import checkout_for
 from tests.fake_github import STANDARD_APP, FakeGitHub
 from tests.helpers import (
@@ -153,10 +151,7 @@ async def test_a_report_racing_a_new_version_never_touches_it(
 ) -> None:
     """Make sure that when new tokens are stored while GitHub is being asked about the
     reported (dead) version, the new version is neither refreshed nor revoked."""
-    app = create_app(
-        replace(settings, github_timeout_seconds=10), clock=clock, engine=database.engine
-    )
-    gql = GraphQLClient(await aiohttp_client(app))
+    gql = await client_waiting_for_github(aiohttp_client, settings, clock, database, 10)
     dead, _ = await store_live_token(gql, fake_github, clock(), expires_in=HOURS_8)
     fake_github.expire_access_token(dead)
     fake_github.hang_seconds = 2
