@@ -11,6 +11,7 @@ alive.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 from collections.abc import AsyncIterator
@@ -24,7 +25,15 @@ from server.storage.tables import UserGithubAppToken as Token
 from tests.domain.test_checkout import server_process
 from tests.domain.test_sweep import refresh_due_process
 from tests.fake_github import STANDARD_APP, FakeGitHub
-from tests.helpers import SERVICE, STORE, Database, base_env, github_env, store_input
+from tests.helpers import (
+    PATIENT_GITHUB_TIMEOUT_SECONDS,
+    SERVICE,
+    STORE,
+    Database,
+    base_env,
+    github_env,
+    store_input,
+)
 from tests.test_cli import free_port
 
 CHECKOUT = """
@@ -87,7 +96,9 @@ async def two_servers(database: Database, fake: FakeGitHub) -> AsyncIterator[Ser
     env = base_env(
         DATABASE_URL=database.url,
         REFRESH_SWEEP_INTERVAL_SECONDS=str(SWEEP_INTERVAL_SECONDS),
-        **github_env(fake),
+        # A refresh must not time out on a busy machine: GitHub would have spent the
+        # refresh token without the row learning the new one.
+        **{**github_env(fake), "GITHUB_TIMEOUT_SECONDS": str(PATIENT_GITHUB_TIMEOUT_SECONDS)},
     )
     async with AsyncExitStack() as stack:
         bases = [
@@ -136,31 +147,28 @@ async def test_a_window_held_through_one_process_holds_in_the_other(
     database: Database, fake_github: FakeGitHub
 ) -> None:
     """Make sure a token one process handed out is handed out again, not refreshed, by the
-    other process and by `refresh-due --within 400`, and that once its window has ended a
-    checkout refreshes and gets a full window."""
+    other process, by both processes' sweepers and by `refresh-due --within 400`, for as
+    long as its window lasts. (What comes after a window: the next test.)"""
     async with two_servers(database, fake_github) as servers:
         first, second = servers.bases
-        held = await servers.checkout(first, 3)
+        held = await servers.checkout(first, 30)
         again = await servers.checkout(second, 2)
         code, _, stderr = await refresh_due_process(servers.env, "--within", "400")
-        assert isinstance(held, Handed)
-        assert isinstance(again, Handed)
+        await asyncio.sleep(2 * SWEEP_INTERVAL_SECONDS)
         refreshes_while_held = fake_github.calls["refresh"]
+        assert isinstance(held, Handed)
         alive_while_held = fake_github.is_access_token_valid(held.token)
+        # A machine too slow for the window to cover the checks would prove nothing.
+        assert datetime.now(UTC) < held.usable_until
 
-        await sleep_until(max(held.usable_until, again.usable_until))
-        after = await servers.checkout(second, 3)
-
+    assert isinstance(again, Handed)
     assert (held.refreshed, again.refreshed) == (True, False)
     assert again.token == held.token
-    assert code == 0
+    assert code == 0, stderr
     assert sweep_summary(stderr).startswith("sweep: 0 due, 0 refreshed")
     assert (refreshes_while_held, alive_while_held) == (1, True)
-    assert isinstance(after, Handed)
-    assert after.refreshed is True
-    assert after.token != held.token
-    assert_full_window(after)
-    assert_no_window_broken(fake_github, [held, again, after])
+    assert_full_window(held)
+    assert_no_window_broken(fake_github, [held, again])
 
 
 ROUNDS = 3
@@ -175,8 +183,9 @@ async def test_busy_workers_on_short_lived_tokens_never_see_a_promise_broken(
     for windows of one or two seconds, and call GitHub with them at random moments inside
     the window, while both processes sweep every second and `refresh-due --within 400`
     runs as well. Between rounds nobody holds the token. Make sure GitHub never refused a
-    token inside its usableUntil, no refresh token was presented twice, each round began
-    with a refresh and a full window, and checkouts kept succeeding."""
+    token inside its usableUntil, no refresh token was presented twice, each round handed
+    out tokens refreshed since the round before, every window was the one asked for, and
+    checkouts kept succeeding."""
     handed: list[Handed] = []
     refusals: list[str] = []
     rejected_inside: list[datetime] = []
@@ -209,15 +218,16 @@ async def test_busy_workers_on_short_lived_tokens_never_see_a_promise_broken(
                     await call_github(outcome)
                 await asyncio.sleep(rng.uniform(0, 0.3))
 
-        round_starts = []
+        rounds: list[list[Handed]] = []
         for number in range(ROUNDS):
-            round_starts.append(len(handed))
+            started = len(handed)
             end = asyncio.get_running_loop().time() + BUSY_SECONDS
             workers = asyncio.gather(*(work(end) for _ in range(WORKERS)))
             if number == 1:
                 code, _, stderr = await refresh_due_process(servers.env, "--within", "400")
                 assert code == 0, stderr
             await workers
+            rounds.append(handed[started:])
             await sleep_until(max(item.usable_until for item in handed))
 
     row = await Token.select(Token.revoked_at, Token.credential_version).first()
@@ -227,9 +237,10 @@ async def test_busy_workers_on_short_lived_tokens_never_see_a_promise_broken(
     assert row is not None
     assert row["revoked_at"] is None
     assert row["credential_version"] == 1 + fake_github.calls["refresh"]
-    for start in round_starts:
-        first_of_round = [item for item in handed[start:] if item.refreshed][:1]
-        assert first_of_round, "a round began without a refresh"
-        assert_full_window(first_of_round[0])
+    assert all(rounds), "a round without a checkout"
+    for earlier, later in itertools.pairwise(rounds):
+        # Nobody held the token between them: it was refreshed before the next was handed out.
+        assert not {item.token for item in earlier} & {item.token for item in later}
+    for item in handed:
+        assert_full_window(item)
     assert len(refusals) * 10 <= len(handed) + len(refusals), refusals
-    assert len(handed) >= ROUNDS * WORKERS
