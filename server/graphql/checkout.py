@@ -47,7 +47,10 @@ CheckoutGithubTokenResult = Annotated[
 @strawberry.type
 class Mutation:
     @mutation(
-        description="SERVICE. A usable access token, refreshed at GitHub when it is near expiry.",
+        description=(
+            "SERVICE. A usable access token, promised to keep working until usableUntil; "
+            "refreshed at GitHub first when it is near expiry and nobody holds a window on it."
+        ),
         permission_classes=[IsService],
     )
     async def checkout_github_token(
