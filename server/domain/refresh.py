@@ -219,10 +219,8 @@ async def _refresh_locked(
         "access_token_expires_at": grant.access_token_expires_at,
         "refresh_token_expires_at": grant.refresh_token_expires_at,
         "credential_version": seen_version + 1,
-        "leased_until": None,
     }
-    if lease is not None:
-        refreshed["leased_until"] = window_end(refreshed, now, lease)
+    refreshed["leased_until"] = None if lease is None else window_end(refreshed, now, lease)
     await _store_grant(row, grant, leased_until=refreshed["leased_until"], now=now, keyring=keyring)
     await audit.record(
         AuditAction.TOKEN_REFRESHED,
