@@ -119,9 +119,11 @@ ACTIVE_KEY = base64.b64encode(b"A" * 32).decode()
 RETIRED_KEY = base64.b64encode(b"R" * 32).decode()
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 
-# Anything shaped like a GitHub token or a JWT; scanned for in logs and files.
+# Anything shaped like a GitHub token, a GitHub capability or a JWT; scanned for in logs
+# and files.
 SECRET_PATTERN = re.compile(
-    r"(?:gh[pousr]_|github_pat_)[A-Za-z0-9_]{20,}|eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}"
+    r"(?:gh[pousr]_|github_pat_|ghvcap_)[A-Za-z0-9_]{20,}"
+    r"|eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}"
 )
 
 
