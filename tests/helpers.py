@@ -76,6 +76,26 @@ mutation Purge($userId: ID!) {
 }
 """
 
+ISSUE_CAPABILITY = """
+mutation Issue($input: IssueGithubCapabilityInput!) {
+  issueGithubCapability(input: $input) {
+    __typename
+    ... on GithubCapabilityIssued { capability id expiresAt }
+    ... on OperationError { code message field }
+  }
+}
+"""
+
+REVOKE_CAPABILITY = """
+mutation RevokeCapability($id: ID!) {
+  revokeGithubCapability(id: $id) {
+    __typename
+    ... on RevokeGithubCapabilitySuccess { id alreadyRevoked }
+    ... on OperationError { code message field }
+  }
+}
+"""
+
 VIEWER_TOKEN = """
 { viewer { githubToken(appType: STANDARD) {
     state needsReconnect githubLogin accessTokenExpiresAt revocationReason } } }
@@ -396,3 +416,15 @@ async def assert_stats_agree_with_rows(instants: set[datetime] | None = None) ->
         due = sum(is_due(row, now, DEFAULT_WINDOW) for row in rows)
         assert stats.due_for_refresh == due, now
     return len(instants)
+
+
+# ---------------------------------------------------------------- GitHub capabilities
+
+
+async def issue_capability(gql: GraphQLClient, user_id: str = "alice", **fields: Any) -> str:
+    """A capability for the user's stored token, issued as SERVICE; the ghvcap_ text."""
+    variables = {"input": {"userId": user_id, **fields}}
+    result = (await gql.data(ISSUE_CAPABILITY, variables, auth=SERVICE))["issueGithubCapability"]
+    assert result["__typename"] == "GithubCapabilityIssued", result
+    capability: str = result["capability"]
+    return capability

@@ -22,6 +22,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from server.config import GraphQLLimits
+from server.github_proxy import mutations as github_capabilities
 from server.graphql import (
     audit,
     checkout,
@@ -53,7 +54,14 @@ CACHE_SIZE = 256
 Query = merge_types("Query", (users.Query, status.Query, audit.Query, stats.Query))
 Mutation = merge_types(
     "Mutation",
-    (tokens.Mutation, purge.Mutation, connect.Mutation, disconnect.Mutation, checkout.Mutation),
+    (
+        tokens.Mutation,
+        purge.Mutation,
+        connect.Mutation,
+        disconnect.Mutation,
+        checkout.Mutation,
+        github_capabilities.Mutation,
+    ),
 )
 
 
