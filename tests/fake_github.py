@@ -28,6 +28,8 @@ from urllib.parse import urlencode
 
 from aiohttp import hdrs, web
 
+from tests.fake_github_repos import FakeRepositories
+
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
 _TROUBLESHOOTING = (
     "https://docs.github.com/apps/managing-oauth-apps/"
@@ -93,6 +95,7 @@ class FakeGitHub:
     ``hang_seconds``: when positive, every endpoint waits that long before answering.
     ``calls``: requests received per endpoint ("exchange", "refresh", "user",
     "revoke_grant"), counted on arrival, so failed and hung requests count too.
+    ``repos``: the REST endpoints of repositories and issues (tests/fake_github_repos.py).
     """
 
     def __init__(self, apps: Iterable[AppCredentials] = DEFAULT_APPS) -> None:
@@ -109,6 +112,7 @@ class FakeGitHub:
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
         self._base_url: str | None = None
+        self.repos = FakeRepositories(self.login_of)
         for app in apps:
             self.register_app(app)
 
@@ -157,6 +161,13 @@ class FakeGitHub:
         with self._lock:
             return token in self._by_access
 
+    def login_of(self, access_token: str) -> str | None:
+        """The login whose live access token this is, or None."""
+        with self._lock:
+            pair = self._by_access.get(access_token)
+            user = self._users.get(pair.user_id) if pair else None
+        return user.login if user else None
+
     def is_refresh_token_valid(self, token: str) -> bool:
         with self._lock:
             return token in self._by_refresh
@@ -179,6 +190,7 @@ class FakeGitHub:
         app.router.add_post("/login/oauth/access_token", self._token_endpoint)
         app.router.add_get("/user", self._user_endpoint)
         app.router.add_delete("/applications/{client_id}/grant", self._revoke_grant_endpoint)
+        self.repos.register(app)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:

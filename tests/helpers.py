@@ -428,3 +428,29 @@ async def issue_capability(gql: GraphQLClient, user_id: str = "alice", **fields:
     assert result["__typename"] == "GithubCapabilityIssued", result
     capability: str = result["capability"]
     return capability
+
+
+async def store_live_token(
+    gql: GraphQLClient,
+    fake: FakeGitHub,
+    now: datetime,
+    *,
+    user_id: str = "alice",
+    github_id: str = "583231",
+    login: str = "octocat",
+    expires_in: timedelta = timedelta(hours=8),
+) -> str:
+    """Store a grant the fake GitHub holds live (through STORE, as SERVICE); its access token."""
+    access, refresh = fake.seed_token(STANDARD_APP.client_id, int(github_id), login)
+    variables = store_input(
+        user_id,
+        now=now,
+        github_user_id=github_id,
+        github_login=login,
+        access=access,
+        refresh=refresh,
+    )
+    variables["input"]["accessTokenExpiresAt"] = (now + expires_in).isoformat()
+    result = await gql.data(STORE, variables, auth=SERVICE)
+    assert result["storeGithubToken"]["__typename"] == "StoreGithubTokenSuccess", result
+    return access
