@@ -1,7 +1,7 @@
 """Fixtures of the proxy tests: a git host beside the fake GitHub, and the app pointed at both.
 
-`proxy_env` is the extra environment of the app under test (limits), for a
-test module or a test to override.
+`proxy_env` is the extra environment of the app under test (limits, base
+URLs), for a test module or a test to override.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ async def git_host(fake_github: FakeGitHub, tmp_path: Path) -> AsyncIterator[Git
 def settings(
     database: Database, fake_github: FakeGitHub, git_host: GitHost, proxy_env: dict[str, str]
 ) -> Settings:
-    env = base_env(
-        DATABASE_URL=database.url,
-        GITHUB_GIT_BASE_URL=git_host.base_url,
+    env = {
+        "DATABASE_URL": database.url,
+        "GITHUB_GIT_BASE_URL": git_host.base_url,
         **github_env(fake_github),
         **proxy_env,
-    )
-    return Settings.from_env(env)
+    }
+    return Settings.from_env(base_env(**env))
