@@ -3,8 +3,16 @@
 Hop-by-hop headers (RFC 9110 7.6.1, and whatever `Connection` names) belong
 to one connection and never cross. Towards GitHub the worker's credentials,
 cookies and addresses stay behind; towards the worker GitHub's cookies do.
-Everything else crosses untouched, rate-limit headers included: bodies are
-relayed byte for byte, compressed or not.
+Everything else crosses untouched, rate-limit headers included.
+
+GitHub's answers name its API by absolute URL: pagination (`Link`),
+redirects (`Location`) and the URL fields of JSON bodies (`"url"`,
+`"comments_url"`...), which client libraries such as PyGithub call next. A
+worker following one would take its capability to GitHub, which knows
+nothing of it; so those pointing below the upstream base are rewritten to
+the proxy. Bodies are otherwise relayed byte for byte: a field is only
+rewritten where the JSON structure has a key ending in "url", never inside
+a string (where its quotes would be escaped).
 """
 
 from __future__ import annotations
@@ -108,3 +116,59 @@ def to_worker(headers: Headers, back: BackToProxy) -> CIMultiDict[str]:
             value = back.url(value)
         rewritten.add(name, value)
     return rewritten
+
+
+# The longest key taken for a URL field, and the blanks JSON may put around ":".
+_KEY_CHARS = 64
+_BLANKS = 8
+
+
+class JsonUrlFields:
+    """Rewrites URL fields of a JSON body fed in chunks, holding back only a match's length."""
+
+    def __init__(self, back: BackToProxy) -> None:
+        blanks = rb"[ \t\r\n]{0,%d}" % _BLANKS
+        self._field = re.compile(
+            rb'(?<!\\)("[a-z_]{0,%d}url"' % _KEY_CHARS
+            + blanks
+            + b":"
+            + blanks
+            + b'")'
+            + re.escape(back.upstream.encode())
+            + b'(?=[/?"])'
+        )
+        self._proxy = back.proxy.encode()
+        # Anything a match, and the character its lookahead reads, can span.
+        self._span = 1 + _KEY_CHARS + 4 + 2 * _BLANKS + 1 + len(back.upstream) + 1
+        # The held bytes, after one already sent that the lookbehind still reads.
+        self._held = b""
+        self._context = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        text = self._held + chunk
+        # A match starting before `safe` lies wholly in `text`, lookahead included.
+        safe = len(text) - self._span + 1
+        if safe <= self._context:
+            self._held = text
+            return b""
+        out, done = self._rewrite(text, before=safe)
+        end = max(done, safe)
+        self._held, self._context = text[end - 1 :], 1
+        return out + text[done:end]
+
+    def end(self) -> bytes:
+        """What is still held, rewritten: the body has ended."""
+        out, done = self._rewrite(self._held, before=len(self._held))
+        rest = self._held[done:]
+        self._held, self._context = b"", 0
+        return out + rest
+
+    def _rewrite(self, text: bytes, *, before: int) -> tuple[bytes, int]:
+        """The matches starting before `before` replaced, and where the last one ended."""
+        out, done = [], self._context
+        for match in self._field.finditer(text, self._context):
+            if match.start() >= before:
+                break
+            out += [text[done : match.start()], match[1], self._proxy]
+            done = match.end()
+        return b"".join(out), done

@@ -268,6 +268,9 @@ class GitHubProxy:
         headers = forwarding.to_github(request.headers)
         headers["Authorization"] = upstream.authorization(access_token)
         headers.setdefault("User-Agent", USER_AGENT)
+        if upstream.route is Route.API:
+            # Uncompressed, so the URL fields of JSON answers can be rewritten on the way.
+            headers["Accept-Encoding"] = "identity"
         body = _Body(request.content, upstream.max_body_bytes)
         try:
             answer = await self._session.request(
@@ -320,18 +323,21 @@ class GitHubProxy:
             proxy=self._public(request, upstream),
             repository=target.repository,
         )
-        response = web.StreamResponse(
-            status=answer.status,
-            reason=answer.reason,
-            headers=forwarding.to_worker(answer.headers, back),
-        )
+        headers = forwarding.to_worker(answer.headers, back)
+        fields = forwarding.JsonUrlFields(back) if _rewritable(upstream, answer) else None
+        if fields is not None:
+            headers.popall("Content-Length", None)  # the rewritten body has its own length
+        response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=headers)
         # Sent before the request id middleware sees the response.
         response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
         await response.prepare(request)
         received = 0
+        chunks = _answer_chunks(answer, fields)
         while True:
             try:
-                chunk = await answer.content.readany()
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
             except (aiohttp.ClientError, TimeoutError) as exc:
                 logger.warning(
                     "request %s: GitHub broke off its answer: %s",
@@ -342,8 +348,6 @@ class GitHubProxy:
                 if request.transport is not None:
                     request.transport.abort()
                 return _Relayed(response, "github_unreachable", received=received)
-            if not chunk:
-                break
             try:
                 await response.write(chunk)
             except ConnectionResetError:
@@ -389,6 +393,29 @@ class GitHubProxy:
                 text=refused.message + "\n", status=refused.status, headers=headers
             )
         return _Relayed(response, refused.outcome)
+
+
+async def _answer_chunks(
+    answer: aiohttp.ClientResponse, fields: forwarding.JsonUrlFields | None
+) -> AsyncIterator[bytes]:
+    """GitHub's body as it arrives, its URL fields rewritten when `fields` is given."""
+    while chunk := await answer.content.readany():
+        if fields is not None:
+            chunk = fields.feed(chunk)
+        if chunk:
+            yield chunk
+    if fields is not None and (rest := fields.end()):
+        yield rest
+
+
+def _rewritable(upstream: _Upstream, answer: aiohttp.ClientResponse) -> bool:
+    """A REST answer in JSON, as GitHub sent it (the proxy asks for it uncompressed)."""
+    encoding = answer.headers.get("Content-Encoding", "identity").lower()
+    return (
+        upstream.route is Route.API
+        and answer.content_type.endswith("json")
+        and (encoding == "identity")
+    )
 
 
 def _outcome(status: int) -> str:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from server.github_proxy.forwarding import BackToProxy, to_github, to_worker
+from server.github_proxy.forwarding import BackToProxy, JsonUrlFields, to_github, to_worker
 
 BACK = BackToProxy(upstream="https://api.github.com", proxy="https://vault.example/github/api")
 
@@ -96,3 +100,51 @@ def test_a_repositorys_links_by_id_name_it_again() -> None:
     assert back.url("https://api.github.com/repositories/1296269") == (
         "https://vault.example/github/api/repositories/1296269"
     )
+
+
+DOCUMENT = {
+    "url": "https://api.github.com/repos/octocat/hello",
+    "comments_url": "https://api.github.com/repos/octocat/hello/issues/1/comments",
+    "labels_url": "https://api.github.com/repos/octocat/hello/labels{/name}",
+    "html_url": "https://github.com/octocat/hello",
+    "avatar_url": "https://avatars.githubusercontent.com/u/583231",
+    "look_alike_url": "https://api.github.com.evil.example/x",
+    "body": 'Pasted: {"url": "https://api.github.com/kept"} and https://api.github.com/kept',
+    "nested": [{"events_url": "https://api.github.com"}],
+}
+REWRITTEN = {
+    **DOCUMENT,
+    "url": "https://vault.example/github/api/repos/octocat/hello",
+    "comments_url": "https://vault.example/github/api/repos/octocat/hello/issues/1/comments",
+    "labels_url": "https://vault.example/github/api/repos/octocat/hello/labels{/name}",
+    "nested": [{"events_url": "https://vault.example/github/api"}],
+}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=60), min_size=1), st.sampled_from([None, 2]))
+def test_url_fields_of_a_json_body_are_rewritten_however_it_is_cut(
+    cuts: list[int], indent: int | None
+) -> None:
+    """Make sure only the structure's URL fields change, never text in a string, whatever
+    chunks the body arrives in."""
+    raw = json.dumps(DOCUMENT, indent=indent).encode()
+    fields = JsonUrlFields(BACK)
+    out, offset = b"", 0
+    for cut in cuts * (len(raw) // sum(cuts) + 1):
+        out += fields.feed(raw[offset : offset + cut])
+        offset += cut
+    out += fields.end()
+
+    assert json.loads(out) == REWRITTEN
+
+
+def test_an_escaped_quote_before_a_key_is_not_a_key() -> None:
+    fields = JsonUrlFields(BACK)
+    raw = b'{"a": "x\\\\", "url": "https://api.github.com/1", "b": "\\"url\\": \\"https://api.github.com/2"}'
+    out = fields.feed(raw) + fields.end()
+    assert json.loads(out) == {
+        "a": "x\\",
+        "url": "https://vault.example/github/api/1",
+        "b": '"url": "https://api.github.com/2',
+    }
