@@ -53,9 +53,11 @@ bench: $(INSTALLED)
 fuzz: $(INSTALLED)
 	GHVAULT_FUZZ_EXAMPLES=$${GHVAULT_FUZZ_EXAMPLES:-2000} $(BIN)/pytest tests/graphql/test_fuzz.py --timeout=0
 
+## ruff, then mypy (strict for server/, bench/ and the migrations; see pyproject.toml).
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(INSTALLED)
 	$(BIN)/ruff check --fix .

@@ -573,7 +573,7 @@ def near_expiry_tokens(fake: FakeGitHub, count: int, now: datetime) -> list[Stor
     return tokens
 
 
-async def seed(engine: Engine, keyring: Keyring, tokens: Sequence[StoreTokenInput]) -> None:
+async def seed(engine: Engine[Any], keyring: Keyring, tokens: Sequence[StoreTokenInput]) -> None:
     """Store `tokens` through the domain (validated, encrypted, audited)."""
     async with engines.serving(engine):
         await scaling.store_through_domain(keyring, tokens)
@@ -1000,7 +1000,7 @@ async def run_scale(options: Options, facts: dict[str, str]) -> list[scaling.Sca
         for target in targets:
             progress(f"{target.engine}: migrating and seeding {scaling.BASE_USERS} users")
             await asyncio.to_thread(migrate, target.database_url)
-            engine: Engine = (
+            engine: Engine[Any] = (
                 PooledSQLiteEngine(target.database_url.removeprefix("sqlite:///"))
                 if target.engine == POOLED
                 else PostgresEngine(config={"dsn": target.database_url})

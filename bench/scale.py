@@ -17,6 +17,7 @@ production profile with INFO logs, and its peak RSS is reported.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import sqlite3
@@ -450,14 +451,14 @@ def format_results(results: Sequence[ScaleResult]) -> str:
 
 async def count_tokens(database_url: str) -> int:
     sql = "SELECT COUNT(*) FROM user_github_app_tokens"
+    count: int
     if database_url.startswith("sqlite:///"):
-        connection = sqlite3.connect(database_url.removeprefix("sqlite:///"))
-        try:
-            return connection.execute(sql).fetchone()[0]
-        finally:
-            connection.close()
+        with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as file:
+            (count,) = file.execute(sql).fetchone()
+        return count
     connection = await asyncpg.connect(database_url, timeout=10)
     try:
-        return await connection.fetchval(sql)
+        count = await connection.fetchval(sql)
     finally:
         await connection.close()
+    return count

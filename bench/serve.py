@@ -28,8 +28,10 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import strawberry
 from aiohttp import web
 from piccolo.engine.base import Engine
 from piccolo.engine.sqlite import SQLiteEngine
@@ -39,9 +41,9 @@ from server.auth import AuthenticationError
 from server.config import Settings
 from server.domain.enums import AppType
 from server.domain.status import token_status
-from server.http.app import GhvaultGraphQLView, create_app
+from server.http.app import create_app
 from server.http.appkeys import CLOCK
-from server.http.graphql_view import authenticate_bearer
+from server.http.graphql_view import GhvaultGraphQLView, authenticate_bearer
 from server.http.logs import RedactingAccessLogger, configure_logging
 from server.http.server import settle_start_up_objects
 from server.http.workers import run_workers
@@ -51,7 +53,7 @@ ENGINES = ("default", "piccolo-sqlite")
 STATUS_WITHOUT_GRAPHQL_PATH = "/bench/status"
 
 
-def stock_sqlite_engine(settings: Settings) -> Engine:
+def stock_sqlite_engine(settings: Settings) -> Engine[Any]:
     """Piccolo's SQLiteEngine on the configured file, with ghvault's busy timeout."""
     path = settings.database.sqlite_path
     if path is None:
@@ -72,11 +74,8 @@ def graphql_view(app: web.Application) -> GhvaultGraphQLView:
 def drop_graphql_caches(app: web.Application) -> None:
     """Remove ParserCache and ValidationCache from the schema the app serves."""
     schema = graphql_view(app).schema
-    schema.extensions = tuple(  # type: ignore[attr-defined]
-        factory
-        for factory in schema.extensions  # type: ignore[attr-defined]
-        if not _is_cache(factory)
-    )
+    assert isinstance(schema, strawberry.Schema)
+    schema.extensions = tuple(factory for factory in schema.extensions if not _is_cache(factory))
 
 
 async def status_without_graphql(request: web.Request) -> web.Response:
@@ -94,9 +93,8 @@ async def status_without_graphql(request: web.Request) -> web.Response:
     return web.json_response({"data": {"viewer": {"githubToken": {"state": status.state.name}}}})
 
 
-def _is_cache(factory: object) -> bool:
-    extension = factory if isinstance(factory, SchemaExtension) else factory()  # type: ignore[operator]
-    return isinstance(extension, ParserCache | ValidationCache)
+def _is_cache(factory: type[SchemaExtension] | Callable[[], SchemaExtension]) -> bool:
+    return isinstance(factory(), ParserCache | ValidationCache)
 
 
 async def serve(engine_kind: str, graphql_caches: bool, port: int = 0) -> None:

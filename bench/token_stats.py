@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -103,7 +104,7 @@ async def timed(run: Callable[[], Awaitable[object]], repeat: int) -> tuple[floa
     return statistics.median(seconds) * 1000, min(seconds) * 1000
 
 
-async def measure(engine: Engine, repeat: int) -> list[tuple[str, float, float]]:
+async def measure(engine: Engine[Any], repeat: int) -> list[tuple[str, float, float]]:
     async with engines.serving(engine):
         if not engines.is_sqlite(engine):
             # The fill's changes, all folded first: a server folds them as it goes.

@@ -183,7 +183,9 @@ async def timed_writes(
     return seconds
 
 
-def report(engine: str, fills: dict[str, float], seconds: dict[tuple[str, str], list[float]]):
+def report(
+    engine: str, fills: dict[str, float], seconds: dict[tuple[str, str], list[float]]
+) -> None:
     print(
         f"{engine}: fill {fills['without counts']:.1f} s without counts, "
         f"{fills['with counts']:.1f} s with them"

@@ -37,7 +37,7 @@ VERSION = "1.38.0"
 DESCRIPTION = "Initial schema: users, tokens, audit events, connect states, webhook deliveries"
 
 
-async def forwards():
+async def forwards() -> MigrationManager:
     manager = MigrationManager(migration_id=ID, app_name="ghvault", description=DESCRIPTION)
 
     manager.add_table(

@@ -7,23 +7,22 @@ raw SQL before the tables it creates.
 """
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.engine import engine_finder
+
+from server.storage.ddl import migrating_sqlite, run_ddl
 
 ID = "2026-11-28T10:56:35:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "Unique (user, app type) and (GitHub user, app type); app-type check"
 
 
-async def forwards():
+async def forwards() -> MigrationManager:
     manager = MigrationManager(migration_id=ID, app_name="ghvault", description=DESCRIPTION)
 
-    async def add_constraints():
-        for statement in _constraint_statements():
-            await engine_finder().run_ddl(statement)
+    async def add_constraints() -> None:
+        await run_ddl(_constraint_statements())
 
-    async def drop_constraints():
-        for statement in _drop_constraint_statements():
-            await engine_finder().run_ddl(statement)
+    async def drop_constraints() -> None:
+        await run_ddl(_drop_constraint_statements())
 
     manager.add_raw(add_constraints)
     manager.add_raw_backwards(drop_constraints)
@@ -41,12 +40,8 @@ _INDEXES = (
 )
 
 
-def _is_sqlite() -> bool:
-    return engine_finder().engine_type == "sqlite"
-
-
-def _constraint_statements():
-    if _is_sqlite():
+def _constraint_statements() -> list[str]:
+    if migrating_sqlite():
         checks = [
             f"CREATE TRIGGER user_github_app_tokens_app_type_{event.lower()} "
             f"BEFORE {event} ON user_github_app_tokens "
@@ -62,8 +57,8 @@ def _constraint_statements():
     return [*_INDEXES, *checks]
 
 
-def _drop_constraint_statements():
-    if _is_sqlite():
+def _drop_constraint_statements() -> list[str]:
+    if migrating_sqlite():
         checks = [
             f"DROP TRIGGER IF EXISTS user_github_app_tokens_app_type_{event}"
             for event in ("insert", "update")

@@ -8,7 +8,8 @@ user or by action. `oauth_states.user_id` is what a purge deletes by.
 """
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.engine import engine_finder
+
+from server.storage.ddl import run_ddl
 
 ID = "2026-11-30T12:10:00:000000"
 VERSION = "1.38.0"
@@ -40,16 +41,17 @@ INDEXES = {
 }
 
 
-async def forwards():
+async def forwards() -> MigrationManager:
     manager = MigrationManager(migration_id=ID, app_name="ghvault", description=DESCRIPTION)
 
-    async def add_indexes():
-        for name, (table, definition) in INDEXES.items():
-            await engine_finder().run_ddl(f"CREATE INDEX {name} ON {table} {definition}")
+    async def add_indexes() -> None:
+        await run_ddl(
+            f"CREATE INDEX {name} ON {table} {definition}"
+            for name, (table, definition) in INDEXES.items()
+        )
 
-    async def drop_indexes():
-        for name in INDEXES:
-            await engine_finder().run_ddl(f"DROP INDEX IF EXISTS {name}")
+    async def drop_indexes() -> None:
+        await run_ddl(f"DROP INDEX IF EXISTS {name}" for name in INDEXES)
 
     manager.add_raw(add_indexes)
     manager.add_raw_backwards(drop_indexes)

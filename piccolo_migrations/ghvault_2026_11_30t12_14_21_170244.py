@@ -10,7 +10,7 @@ VERSION = "1.38.0"
 DESCRIPTION = "Signed webhook bodies already acted on (replay protection)"
 
 
-async def forwards():
+async def forwards() -> MigrationManager:
     manager = MigrationManager(migration_id=ID, app_name="ghvault", description=DESCRIPTION)
 
     manager.add_table(

@@ -11,7 +11,8 @@ migration does nothing on SQLite.
 """
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.engine import engine_finder
+
+from server.storage.ddl import migrating_sqlite, run_ddl
 
 ID = "2026-11-30T12:30:00:000000"
 VERSION = "1.38.0"
@@ -55,20 +56,16 @@ _BACKWARDS = (
 )
 
 
-async def forwards():
+async def forwards() -> MigrationManager:
     manager = MigrationManager(migration_id=ID, app_name="ghvault", description=DESCRIPTION)
 
-    async def run(statements):
-        if engine_finder().engine_type == "sqlite":
-            return
-        for statement in statements:
-            await engine_finder().run_ddl(statement)
+    async def create_triggers() -> None:
+        if not migrating_sqlite():
+            await run_ddl(_FORWARDS)
 
-    async def create_triggers():
-        await run(_FORWARDS)
-
-    async def drop_triggers():
-        await run(_BACKWARDS)
+    async def drop_triggers() -> None:
+        if not migrating_sqlite():
+            await run_ddl(_BACKWARDS)
 
     manager.add_raw(create_triggers)
     manager.add_raw_backwards(drop_triggers)

@@ -30,7 +30,8 @@ TRUNCATE of the tokens empties both.
 """
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.engine import engine_finder
+
+from server.storage.ddl import migrating_sqlite, run_ddl
 
 ID = "2026-11-30T16:00:00:000000"
 VERSION = "1.38.0"
@@ -69,10 +70,6 @@ COUNTED = (
 )
 
 
-def _is_sqlite() -> bool:
-    return engine_finder().engine_type == "sqlite"
-
-
 # The hour of PostgreSQL's '-infinity': before every instant, and still a bigint
 # after the window is subtracted.
 BEFORE_ALL_HOURS = -(10**12)
@@ -84,7 +81,7 @@ def _hour(column: str) -> str:
     PostgreSQL's 'infinity' (after every instant) is NULL as well: like a
     missing expiry, it is never at or before `now`.
     """
-    if _is_sqlite():
+    if migrating_sqlite():
         seconds = f"CAST(strftime('%s', {column}) AS INTEGER)"
         # SQLite's integer division truncates towards zero: step down before 1970.
         return f"({seconds} / 3600 - ({seconds} % 3600 < 0))"
@@ -158,7 +155,7 @@ def _counts_table(name: str, *, keyed: bool) -> str:
 
 
 def _changed(old: str, new: str) -> str:
-    distinct = "IS NOT" if _is_sqlite() else "IS DISTINCT FROM"
+    distinct = "IS NOT" if migrating_sqlite() else "IS DISTINCT FROM"
     return " OR ".join(f"({what.format(old)}) {distinct} ({what.format(new)})" for what in COUNTED)
 
 
@@ -238,12 +235,12 @@ def _forwards_statements() -> list[str]:
         # The rows already there, counted once; the triggers keep it up from here.
         _count_rows([_row(1, table=TOKENS)], COUNTS, upsert=False),
     ]
-    triggers = _sqlite_statements() if _is_sqlite() else _postgres_statements()
+    triggers = _sqlite_statements() if migrating_sqlite() else _postgres_statements()
     return [*indexes, *counts, *triggers]
 
 
 def _backwards_statements() -> list[str]:
-    if _is_sqlite():
+    if migrating_sqlite():
         triggers = [
             f"DROP TRIGGER IF EXISTS {TOKENS}_count_{name}"
             for name in ("insert", "delete", "update")
@@ -265,18 +262,14 @@ def _backwards_statements() -> list[str]:
     ]
 
 
-async def forwards():
+async def forwards() -> MigrationManager:
     manager = MigrationManager(migration_id=ID, app_name="ghvault", description=DESCRIPTION)
 
-    async def run(statements):
-        for statement in statements:
-            await engine_finder().run_ddl(statement)
+    async def add_counts() -> None:
+        await run_ddl(_forwards_statements())
 
-    async def add_counts():
-        await run(_forwards_statements())
-
-    async def drop_counts():
-        await run(_backwards_statements())
+    async def drop_counts() -> None:
+        await run_ddl(_backwards_statements())
 
     manager.add_raw(add_counts)
     manager.add_raw_backwards(drop_counts)

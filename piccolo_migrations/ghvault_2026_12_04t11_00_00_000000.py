@@ -34,7 +34,7 @@ VERSION = "1.38.0"
 DESCRIPTION = "GitHub capabilities: short-lived stand-ins for a token, redeemed by the proxy"
 
 
-async def forwards():
+async def forwards() -> MigrationManager:
     manager = MigrationManager(migration_id=ID, app_name="ghvault", description=DESCRIPTION)
 
     manager.add_table(

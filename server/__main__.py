@@ -9,7 +9,7 @@ import os
 import secrets
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -24,8 +24,9 @@ DEV_ENV_FILE = Path(".env.local")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run  # each command sets it (set_defaults)
     try:
-        return args.run(args)
+        return run(args)
     except ConfigError as exc:
         print(f"ghvault: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ regard to case: "Octocat/Hello-World" is kept as "octocat/hello-world".
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 MAX_USER_ID_LENGTH = 255
 
@@ -20,7 +21,7 @@ GITHUB_LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
 _REPOSITORY_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
-def is_user_id(value: object) -> bool:
+def is_user_id(value: object) -> TypeGuard[str]:
     """1 to 255 printable characters: no NUL, no control or line-breaking characters."""
     return isinstance(value, str) and 0 < len(value) <= MAX_USER_ID_LENGTH and value.isprintable()
 

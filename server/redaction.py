@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
+from typing import overload
 
 __all__ = [
     "REDACTED",
@@ -251,6 +252,12 @@ def _redact_keyed_value(key: object, value: object) -> object:
     return redact_obj(value)
 
 
+@overload
+def redact_obj(value: str) -> str: ...
+@overload
+def redact_obj(value: dict[str, object]) -> dict[str, object]: ...
+@overload
+def redact_obj(value: object) -> object: ...
 def redact_obj(value: object) -> object:
     """Redact every string inside a JSON-like structure, keys included.
 
@@ -268,9 +275,8 @@ def redact_obj(value: object) -> object:
         return [redact_obj(item) for item in value]
     if isinstance(value, tuple):
         items = [redact_obj(item) for item in value]
-        if hasattr(value, "_fields"):  # namedtuple: keep the type for callers
-            return type(value)(*items)
-        return tuple(items)
+        make = getattr(value, "_make", None)  # namedtuple: keep the type for callers
+        return make(items) if make is not None else tuple(items)
     if isinstance(value, set | frozenset):
         return type(value)(redact_obj(item) for item in value)
     return value

@@ -92,7 +92,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ---------------------------------------------------------------- the database fixture
 
 
-async def _truncate(engine: Engine) -> None:
+async def _truncate(engine: Engine[Any]) -> None:
     names = ", ".join(table._meta.tablename for table in TABLES)
     await engine.run_ddl(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
 
@@ -105,7 +105,7 @@ async def database(
     if request.param == "sqlite":
         path = tmp_path / "ghvault.sqlite"
         shutil.copyfile(sqlite_template, path)
-        engine: Engine = PooledSQLiteEngine(path=str(path))
+        engine: Engine[Any] = PooledSQLiteEngine(path=str(path))
         database = Database("sqlite", engine, f"sqlite:///{path}", sqlite_path=path)
     else:
         url = request.getfixturevalue("postgres_url")

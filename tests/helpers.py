@@ -27,6 +27,7 @@ from server.domain.enums import AppType, Role
 from server.domain.stats import token_stats
 from server.domain.status import STATUS_COLUMNS, STORED_STATES, status_from_row
 from server.domain.sweep import DEFAULT_WINDOW, is_due
+from server.storage.sqlite_pool import PooledSQLiteEngine
 from server.storage.tables import User
 from server.storage.tables import UserGithubAppToken as Token
 from tests.fake_github import LITE_APP, STANDARD_APP, FakeGitHub
@@ -225,13 +226,25 @@ class PostgresServer:
 @dataclass
 class Database:
     kind: str  # "sqlite" | "postgres"
-    engine: Engine
+    engine: Engine[Any]
     url: str
     sqlite_path: Path | None = None
 
     @property
     def is_sqlite(self) -> bool:
         return self.kind == "sqlite"
+
+    @property
+    def sqlite_file(self) -> Path:
+        """The database file, for SQLite-only tests."""
+        assert self.sqlite_path is not None, "not a SQLite database"
+        return self.sqlite_path
+
+    @property
+    def sqlite_engine(self) -> PooledSQLiteEngine:
+        """The pool itself, for SQLite-only tests."""
+        assert isinstance(self.engine, PooledSQLiteEngine), "not a SQLite database"
+        return self.engine
 
     async def fetch(self, sql: str) -> list[dict[str, Any]]:
         return [dict(row) for row in await self.engine.run_ddl(sql) or ()]

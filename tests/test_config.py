@@ -476,6 +476,6 @@ def test_missing_or_malformed_authorization_is_rejected(authorization: str | Non
 def test_unsigned_token_is_rejected() -> None:
     """Make sure a token with alg none is refused."""
     settings = Settings.from_env(base_env())
-    token = jwt.encode(claims(role="admin"), None, algorithm="none")
+    token = jwt.encode(claims(role="admin"), "", algorithm="none")
     with pytest.raises(AuthenticationError):
         authenticate(f"Bearer {token}", settings.jwt)

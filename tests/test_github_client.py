@@ -479,7 +479,7 @@ async def test_unexpected_shapes_are_unavailable(
         return web.json_response({"id": "583231", "login": "octocat"})
 
     server = await serve(aiohttp_server, routes)
-    base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    base = str(server.make_url("")).rstrip("/")
     client = GitHubClient(session, oauth_base_url=base, api_base_url=base)
     with pytest.raises(GitHubUnavailable, match="not JSON"):
         await client.refresh(STANDARD, refresh_token="ghr_" + "a" * 76, now=NOW)
@@ -510,7 +510,7 @@ async def test_malformed_grants_are_unavailable(
         return web.json_response(body)
 
     server = await serve(aiohttp_server, routes)
-    base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    base = str(server.make_url("")).rstrip("/")
     client = GitHubClient(session, oauth_base_url=base, api_base_url=base)
     with pytest.raises(GitHubUnavailable) as info:
         await client.refresh(STANDARD, refresh_token="ghr_" + "a" * 76, now=NOW)
@@ -530,7 +530,7 @@ async def test_non_expiring_grant(
         )
 
     server = await serve(aiohttp_server, routes)
-    base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    base = str(server.make_url("")).rstrip("/")
     client = GitHubClient(session, oauth_base_url=base, api_base_url=base)
     grant = await client.exchange_code(
         STANDARD, code="c0de", code_verifier="v" * 43, redirect_uri=None, now=NOW

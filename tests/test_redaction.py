@@ -16,7 +16,7 @@ import string
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jwt
 import pytest
@@ -255,7 +255,7 @@ def test_multi_line_text() -> None:
         assert_redacted(token, output)
 
 
-def raise_chain(message: str, cause: str) -> BaseException:
+def raise_chain(message: str, cause: str) -> Exception:
     """An exception raised `from` another, as resolvers produce them."""
     try:
         try:
@@ -371,7 +371,7 @@ def jwts(draw: st.DrawFn) -> Secret:
     if kind == "hs256":
         token = jwt.encode(claims, draw(st.binary(min_size=32, max_size=64)), algorithm="HS256")
     elif kind == "none":
-        token = jwt.encode(claims, None, algorithm="none")
+        token = jwt.encode(claims, "", algorithm="none")
     else:
         header = {
             "alg": draw(st.text(max_size=8)),
@@ -526,7 +526,7 @@ class Pair(NamedTuple):
 def test_redact_obj_walks_nested_structures() -> None:
     """Strings at any depth, keys included, are redacted; other values are kept."""
     token, refresh = classic("ghu_"), classic("ghr_", 76)
-    original = {
+    original: dict[str, Any] = {
         "user": {"tokens": [token.text, {"nested": (refresh.text, 3)}]},
         token.text: "as a key",
         "count": 2,
@@ -536,6 +536,7 @@ def test_redact_obj_walks_nested_structures() -> None:
         "tags": {token.text},
     }
     result = redact_obj(original)
+    assert isinstance(result, dict)
     assert result == {
         "user": {"tokens": ["ghu_[REDACTED]", {"nested": ("ghr_[REDACTED]", 3)}]},
         "ghu_[REDACTED]": "as a key",

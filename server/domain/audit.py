@@ -82,7 +82,7 @@ _ACTION_CONDITIONS = _action_conditions()
 
 def list_query(
     *, user_id: str | None, action: AuditAction | None, first: int, after: str | None
-) -> Select:
+) -> Select[Any]:
     """The SELECT of one page: newest first, walking the primary key or the
     (subject_user_id, id) / (action, id) index."""
     check_page_size(first)
@@ -98,8 +98,12 @@ def list_query(
 
 
 def _page(
-    query: Select, user_id: str | None, action: AuditAction | None, first: int, after: str | None
-) -> Select:
+    query: Select[Any],
+    user_id: str | None,
+    action: AuditAction | None,
+    first: int,
+    after: str | None,
+) -> Select[Any]:
     query = query.order_by(AuditEventRow.id, ascending=False).limit(first + 1)
     if user_id is not None:
         query = query.where(AuditEventRow.subject_user_id == user_id)

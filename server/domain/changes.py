@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from datetime import datetime
 
 from server.clock import Clock
@@ -52,7 +52,7 @@ class TokenChanges:
 
     async def watch(
         self, principal_id: str, user_id: str, app_type: AppType, *, clock: Clock
-    ) -> AsyncIterator[TokenStatus]:
+    ) -> AsyncGenerator[TokenStatus, None]:
         """The current status, then each different one; counts against `principal_id`'s cap."""
         if self.source is None:
             raise RuntimeError("token changes are not started")

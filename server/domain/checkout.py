@@ -17,7 +17,7 @@ from server.domain.enums import AppType, AuditAction, TokenKind
 from server.domain.errors import Refusal
 from server.domain.github_access import GitHubAccess
 from server.domain.locks import KeyedLocks
-from server.domain.refresh import Locked, read_token, refresh_single_flight, unreadable, unusable
+from server.domain.refresh import Locked, read_token, refresh_single_flight, unreadable, usable
 from server.domain.tokens import slot_of
 from server.storage.tables import UserGithubAppToken as Token
 from server.storage.transactions import write_transaction
@@ -55,10 +55,9 @@ async def checkout_token(
     github: GitHubAccess,
     locks: KeyedLocks,
 ) -> CheckedOutToken | Refusal:
-    row = await read_token(user_id, app_type)
-    problem = unusable(row)
-    if problem is not None:
-        return problem
+    row = usable(await read_token(user_id, app_type))
+    if isinstance(row, Refusal):
+        return row
     if not _needs_refresh(row, now):
         async with write_transaction():
             return await _hand_out(actor, row, now=now, keyring=keyring)

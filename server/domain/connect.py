@@ -66,7 +66,8 @@ async def start_connect(
     now: datetime,
     github: GitHubAccess,
 ) -> PendingConnect | Refusal:
-    if not github.configured:
+    configured = github.configured
+    if configured is None:
         return not_configured(app_type)
     problem = _redirect_uri_problem(redirect_uri)
     if problem is not None:
@@ -88,8 +89,8 @@ async def start_connect(
             )
         )
     return PendingConnect(
-        authorize_url=github.client.authorize_url(
-            github.app, state=state, code_challenge=challenge, redirect_uri=redirect_uri
+        authorize_url=configured.client.authorize_url(
+            configured.app, state=state, code_challenge=challenge, redirect_uri=redirect_uri
         ),
         state=state,
         expires_at=expires_at,
@@ -150,8 +151,8 @@ async def complete_connect(
     claimed = await _claim_state(principal, state, now)
     if isinstance(claimed, Refusal):
         return claimed
-    github = github_for[claimed.app_type]
-    if not github.configured:
+    github = github_for[claimed.app_type].configured
+    if github is None:
         return not_configured(claimed.app_type)
     try:
         grant = await github.client.exchange_code(

@@ -33,7 +33,8 @@ async def revoke_grant_at_github(
     row: dict[str, Any], *, keyring: Keyring, github: GitHubAccess
 ) -> str:
     """Best effort, bounded in time; returns what happened, for the audit log."""
-    if not github.configured:
+    configured = github.configured
+    if configured is None:
         return "not_configured"
     if row["access_token_encrypted"] is None:
         return "no_token"
@@ -45,7 +46,7 @@ async def revoke_grant_at_github(
         return "unreadable"
     try:
         revoked = await asyncio.wait_for(
-            github.client.revoke_grant(github.app, access_token=access_token),
+            configured.client.revoke_grant(configured.app, access_token=access_token),
             GITHUB_REVOKE_TIMEOUT_SECONDS,
         )
     except (GitHubError, TimeoutError):

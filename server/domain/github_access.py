@@ -1,8 +1,8 @@
 """GitHub as the domain reaches it: the shared client and one app's credentials.
 
 Either is None when that app is not configured on this server; every
-capability that needs GitHub asks `configured`, and those that must refuse
-give the same answer, `not_configured`.
+capability that needs GitHub asks `configured` for both, and those that must
+refuse give the same answer, `not_configured`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,22 @@ from server.github import GitHubApp, GitHubClient
 
 
 @dataclass(frozen=True)
+class ConfiguredGitHub:
+    client: GitHubClient
+    app: GitHubApp
+
+
+@dataclass(frozen=True)
 class GitHubAccess:
     client: GitHubClient | None
     app: GitHubApp | None
 
     @property
-    def configured(self) -> bool:
-        return self.client is not None and self.app is not None
+    def configured(self) -> ConfiguredGitHub | None:
+        """The client and the app's credentials; None when either is missing."""
+        if self.client is None or self.app is None:
+            return None
+        return ConfiguredGitHub(self.client, self.app)
 
 
 def not_configured(app_type: AppType) -> Refusal:

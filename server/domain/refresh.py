@@ -12,7 +12,7 @@ stored.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -77,15 +77,16 @@ async def read_token(user_id: str, app_type: AppType) -> dict[str, Any] | None:
     return await _TOKEN_OF.first(user_id, app_type.value)
 
 
-def unusable(row: dict[str, Any] | None) -> Refusal | None:
+def usable(row: dict[str, Any] | None) -> dict[str, Any] | Refusal:
+    """The row, or why there is no token to use."""
     if row is None:
         return NO_TOKEN_STORED
     if row["revoked_at"] is not None:
         return TOKEN_REVOKED
-    return None
+    return row
 
 
-def refresh_token_usable(row: dict[str, Any], now: datetime) -> bool:
+def refresh_token_usable(row: Mapping[str, Any], now: datetime) -> bool:
     expires_at = row["refresh_token_expires_at"]
     return row["refresh_token_encrypted"] is not None and (expires_at is None or expires_at > now)
 
@@ -116,10 +117,9 @@ async def refresh_single_flight(
     async with locks.hold((user_id, app_type)):
         try:
             async with write_transaction():
-                row = await for_update(select_token(user_id, app_type), skip_locked).first()
-                problem = unusable(row)
-                if problem is not None:
-                    return problem
+                row = usable(await for_update(select_token(user_id, app_type), skip_locked).first())
+                if isinstance(row, Refusal):
+                    return row
                 if row["credential_version"] != seen_version or not due(row):
                     return await then(Locked(row))
                 refreshed = await _refresh_locked(
@@ -164,7 +164,8 @@ async def _refresh_locked(
             "The access token expired and there is no usable refresh token; "
             "the user must connect again.",
         )
-    if not github.configured:
+    configured = github.configured
+    if configured is None:
         return not_configured(app_type)
     try:
         refresh_token = keyring.decrypt(
@@ -173,7 +174,9 @@ async def _refresh_locked(
     except DecryptionError as exc:
         return await unreadable(actor, row, TokenKind.REFRESH, exc, now=now)
     try:
-        grant = await github.client.refresh(github.app, refresh_token=refresh_token, now=now)
+        grant = await configured.client.refresh(
+            configured.app, refresh_token=refresh_token, now=now
+        )
     except BadRefreshToken:
         await mark_revoked(row["id"], seen_version, RevocationReason.REFRESH_FAILED, now)
         await _refresh_failed(

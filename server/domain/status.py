@@ -199,7 +199,7 @@ class TokenFilter:
 
 def list_query(
     token_filter: TokenFilter, *, first: int, after: str | None, now: datetime
-) -> Select | None:
+) -> Select[Any] | None:
     """The SELECT of one page, newest first; None when no row can match.
 
     Every filter has an index ending in (created_at, id), and the cursor is
@@ -207,11 +207,12 @@ def list_query(
     last one stopped instead of scanning and sorting the table.
     """
     check_page_size(first)
-    if token_filter.state is TokenState.NOT_CONNECTED:
-        return None
-    conditions: list[Combinable] = []
+    conditions: list[Combinable | QueryString] = []
     if token_filter.state is not None:
-        conditions.append(state_condition(token_filter.state, now))
+        condition = state_condition(token_filter.state, now)
+        if condition is None:
+            return None
+        conditions.append(condition)
     if token_filter.app_type is not None:
         conditions.append(Token.github_app_type == token_filter.app_type.value)
     if token_filter.github_login is not None:

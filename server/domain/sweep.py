@@ -81,7 +81,8 @@ def due_from_counts(counts: Mapping[AppType, Mapping[str, int]]) -> int:
 async def count_due(now: datetime, within: timedelta = DEFAULT_WINDOW) -> int:
     if within == KEPT_DUE_WINDOW:
         return due_from_counts(await counts_at(now))
-    return await Token.count().where(due_condition(now, within))
+    due: int = await Token.count().where(due_condition(now, within))
+    return due
 
 
 async def due_candidates(

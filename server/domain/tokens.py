@@ -60,8 +60,9 @@ class Revocation:
     already_revoked: bool
 
 
-def validate_store_input(data: StoreTokenInput) -> Refusal | None:
-    """The first problem with `data`, described without echoing any of it."""
+def checked_store_input(data: StoreTokenInput) -> StoreTokenInput | Refusal:
+    """`data` with its GitHub user id in canonical form, or its first problem, described
+    without echoing any of it."""
     if not ACCESS_TOKEN.fullmatch(data.access_token):
         return Refusal(
             ErrorCode.INVALID_TOKEN_FORMAT,
@@ -83,11 +84,6 @@ def validate_store_input(data: StoreTokenInput) -> Refusal | None:
             f"userId must be 1 to {MAX_USER_ID_LENGTH} printable characters.",
         ),
         (
-            canonical_github_user_id(data.github_user_id) is None,
-            "githubUserId",
-            "githubUserId must be GitHub's numeric user id.",
-        ),
-        (
             not GITHUB_LOGIN.fullmatch(data.github_login),
             "githubLogin",
             "githubLogin must be a GitHub login (letters, digits and hyphens, at most 39).",
@@ -101,6 +97,14 @@ def validate_store_input(data: StoreTokenInput) -> Refusal | None:
     for failed, field_name, message in checks:
         if failed:
             return Refusal(ErrorCode.INVALID_INPUT, message, field_name)
+    # "01001" is GitHub's account 1001: stored one way only, so lookups and webhooks find it.
+    github_user_id = canonical_github_user_id(data.github_user_id)
+    if github_user_id is None:
+        return Refusal(
+            ErrorCode.INVALID_INPUT,
+            "githubUserId must be GitHub's numeric user id.",
+            "githubUserId",
+        )
     for field_name, value in (
         ("accessTokenExpiresAt", data.access_token_expires_at),
         ("refreshTokenExpiresAt", data.refresh_token_expires_at),
@@ -122,7 +126,7 @@ def validate_store_input(data: StoreTokenInput) -> Refusal | None:
                 f"{field_name} must be at most {MAX_PROFILE_LENGTH} characters.",
                 field_name,
             )
-    return None
+    return replace(data, github_user_id=github_user_id)
 
 
 def slot_of(row: Mapping[str, Any], kind: TokenKind) -> TokenSlot:
@@ -164,11 +168,10 @@ async def store_token(
 
     `source` says how the tokens arrived (the API or the connect flow), for the audit log.
     """
-    problem = validate_store_input(data)
-    if problem is not None:
-        return problem
-    # "01001" is GitHub's account 1001: stored one way only, so lookups and webhooks find it.
-    data = replace(data, github_user_id=canonical_github_user_id(data.github_user_id))
+    checked = checked_store_input(data)
+    if isinstance(checked, Refusal):
+        return checked
+    data = checked
     try:
         async with write_transaction():
             return await _store_locked(actor, data, keyring=keyring, now=now, source=source)
@@ -210,13 +213,13 @@ async def _lock_user_and_check_purged(user_id: str) -> bool:
     """Whether the user was purged; the lock serializes every token write of that user
     (PostgreSQL)."""
     user = await for_update(UserRow.select(UserRow.purged_at).where(UserRow.id == user_id)).first()
-    return user["purged_at"] is not None
+    return user is not None and user["purged_at"] is not None
 
 
 async def _update_profile(data: StoreTokenInput) -> None:
     """Keep the email and display name given; absent ones leave the stored ones alone."""
-    profile = {
-        column: value
+    profile: dict[str, Any] = {
+        column._meta.name: value
         for column, value in (
             (UserRow.email, data.email),
             (UserRow.display_name, data.display_name),
@@ -224,7 +227,7 @@ async def _update_profile(data: StoreTokenInput) -> None:
         if value is not None
     }
     if profile:
-        await UserRow.update(profile).where(UserRow.id == data.user_id)
+        await UserRow.update(**profile).where(UserRow.id == data.user_id)
 
 
 async def _connected_to_another_user(data: StoreTokenInput) -> bool:
@@ -264,6 +267,7 @@ def _token_values(data: StoreTokenInput, keyring: Keyring, now: datetime) -> dic
 
 async def _upsert_token_row(data: StoreTokenInput, values: dict[Column, Any], now: datetime) -> int:
     """Insert the row, or update it with the next credential_version; returns that version."""
+    by_name = {column._meta.name: value for column, value in values.items()}
     existing = await for_update(
         Token.select(Token.id, Token.credential_version).where(
             Token.of(data.user_id, data.app_type)
@@ -276,14 +280,12 @@ async def _upsert_token_row(data: StoreTokenInput, values: dict[Column, Any], no
                 github_app_type=data.app_type.value,
                 credential_version=1,
                 created_at=now,
-                **{column._meta.name: value for column, value in values.items()},
+                **by_name,
             )
         )
         return 1
-    version = existing["credential_version"] + 1
-    await Token.update({**values, Token.credential_version: version}).where(
-        Token.id == existing["id"]
-    )
+    version: int = existing["credential_version"] + 1
+    await Token.update(credential_version=version, **by_name).where(Token.id == existing["id"])
     return version
 
 

@@ -9,6 +9,7 @@ import strawberry
 
 from server.domain.enums import AppType, CapabilityAccess
 from server.github_proxy import capabilities
+from server.graphql.fields import mutation
 from server.graphql.permissions import IsService, IsServiceOrAdmin, require_principal
 from server.graphql.types import Info, OperationError, to_result
 
@@ -63,7 +64,7 @@ RevokeGithubCapabilityResult = Annotated[
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(
+    @mutation(
         description=(
             "SERVICE. A capability for the user's token: send it to /github/api/... as\n"
             "`Authorization: Bearer <capability>`, or use it as the git password for\n"
@@ -94,7 +95,7 @@ class Mutation:
             ),
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="SERVICE or ADMIN. End a capability now; idempotent.",
         permission_classes=[IsServiceOrAdmin],
     )

@@ -8,6 +8,7 @@ import strawberry
 
 from server.domain import audit
 from server.domain.enums import AppType, AuditAction, Role
+from server.graphql.fields import field
 from server.graphql.permissions import IsAdmin
 from server.graphql.types import Connection, Edge
 
@@ -53,9 +54,7 @@ class AuditEventConnection(Connection[AuditEventEdge]):
 
 @strawberry.type
 class Query:
-    @strawberry.field(
-        description="ADMIN. Newest first. `first` is 1..100.", permission_classes=[IsAdmin]
-    )
+    @field(description="ADMIN. Newest first. `first` is 1..100.", permission_classes=[IsAdmin])
     async def audit_events(
         self,
         user_id: strawberry.ID | None = strawberry.UNSET,

@@ -148,8 +148,10 @@ class DocumentBudget:
                     continue
                 if isinstance(selection, InlineFragmentNode):
                     inner = totals(selection.selection_set)
-                else:
+                elif isinstance(selection, FragmentSpreadNode):
                     inner = fragment_totals(selection.name.value)
+                else:  # GraphQL has no other kind of selection
+                    continue
                 cost += inner.cost
                 names.update(inner.names)
             return self._within(_Totals(cost, names))

@@ -9,6 +9,7 @@ import strawberry
 
 from server.domain import checkout
 from server.domain.enums import AppType
+from server.graphql.fields import mutation
 from server.graphql.permissions import IsService, require_principal
 from server.graphql.types import Info, OperationError, to_result
 
@@ -34,7 +35,7 @@ CheckoutGithubTokenResult = Annotated[
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(
+    @mutation(
         description="SERVICE. A usable access token, refreshed at GitHub when it is near expiry.",
         permission_classes=[IsService],
     )

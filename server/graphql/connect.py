@@ -9,6 +9,7 @@ import strawberry
 
 from server.domain import connect
 from server.domain.enums import AppType
+from server.graphql.fields import mutation
 from server.graphql.permissions import IsUser, require_principal
 from server.graphql.status import GithubTokenStatus
 from server.graphql.types import Info, OperationError, to_result
@@ -38,7 +39,7 @@ CompleteGithubConnectResult = Annotated[
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(
+    @mutation(
         description="USER. Begin the GitHub App user authorization (state + PKCE).",
         permission_classes=[IsUser],
     )
@@ -64,7 +65,7 @@ class Mutation:
             ),
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="USER. Finish it with the `code` and `state` GitHub sent to the redirect URI.",
         permission_classes=[IsUser],
     )

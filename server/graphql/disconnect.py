@@ -8,6 +8,7 @@ import strawberry
 
 from server.domain import disconnect
 from server.domain.enums import AppType
+from server.graphql.fields import mutation
 from server.graphql.permissions import IsUser, require_principal
 from server.graphql.status import GithubTokenStatus
 from server.graphql.types import Info, OperationError, to_result
@@ -28,7 +29,7 @@ DisconnectGithubResult = Annotated[
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(
+    @mutation(
         description="USER. Revoke the grant at GitHub and delete the stored tokens.",
         permission_classes=[IsUser],
     )

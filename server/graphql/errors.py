@@ -12,6 +12,7 @@ import logging
 import re
 import traceback
 from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
@@ -89,6 +90,13 @@ def log_error(error: GraphQLError, *, request_id: str) -> None:
     logger.error("request %s: unexpected error at %s\n%s", request_id, path or "-", redact(detail))
 
 
+@runtime_checkable
+class _WithErrors(Protocol):
+    """What every result Strawberry hands its extensions has (graphql-core's or its own)."""
+
+    errors: list[GraphQLError] | None
+
+
 class RedactErrors(SchemaExtension):
     """Rewrite the result's errors into their client-facing form."""
 
@@ -105,11 +113,10 @@ class RedactErrors(SchemaExtension):
         yield
 
     def _rewrite(self, result: object) -> None:
-        errors = getattr(result, "errors", None)
-        if not errors:
+        if not isinstance(result, _WithErrors) or not result.errors:
             return
         request_id = getattr(self.execution_context.context, "request_id", "-")
-        result.errors = [  # type: ignore[attr-defined]
+        result.errors = [
             client_error(error, request_id=request_id, production=self.production)
-            for error in errors
+            for error in result.errors
         ]

@@ -8,6 +8,7 @@ from typing import Annotated
 import strawberry
 
 from server.domain import purge
+from server.graphql.fields import mutation
 from server.graphql.permissions import IsAdmin, require_principal
 from server.graphql.types import Info, OperationError, to_result
 
@@ -25,7 +26,7 @@ PurgeUserResult = Annotated[PurgeUserSuccess | OperationError, strawberry.union(
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(
+    @mutation(
         description=(
             "ADMIN. GDPR erasure, idempotent: revokes the user's grants at GitHub (best\n"
             "effort), deletes their token rows and pending connects, and erases their\n"

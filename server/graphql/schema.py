@@ -39,6 +39,7 @@ from server.graphql.errors import RedactErrors, log_error
 from server.graphql.operation_log import OperationLog
 from server.graphql.rules import NoNulCharacters
 from server.graphql.subscriptions import Subscription
+from server.graphql.types import graphql_core_schema
 from server.graphql.variables import CheckVariables
 
 # Parsed and validated documents are kept for texts up to this many characters:
@@ -66,11 +67,6 @@ Mutation = merge_types(
 
 
 class Schema(strawberry.Schema):
-    @property
-    def graphql_schema(self) -> GraphQLSchema:
-        """The graphql-core schema Strawberry built from ours (it keeps it as `_schema`)."""
-        return self._schema
-
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -141,7 +137,7 @@ class BoundedValidation(SchemaExtension):
         context = self.execution_context
         assert context.graphql_document is not None
         context.pre_execution_errors = self.validate(
-            context.schema.graphql_schema,
+            graphql_core_schema(context.schema),
             context.graphql_document,
             tuple(context.validation_rules),
         )

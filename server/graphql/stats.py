@@ -6,6 +6,7 @@ import strawberry
 
 from server.domain import stats
 from server.domain.enums import AppType, TokenState
+from server.graphql.fields import field
 from server.graphql.permissions import IsAdmin
 from server.graphql.types import Info
 
@@ -37,7 +38,7 @@ class GithubTokenStats:
 
 @strawberry.type
 class Query:
-    @strawberry.field(
+    @field(
         description="ADMIN. Token counts by state and app type; one pass over the table.",
         permission_classes=[IsAdmin],
     )

@@ -8,6 +8,7 @@ import strawberry
 
 from server.domain import status
 from server.domain.enums import AppType, RevocationReason, TokenState
+from server.graphql.fields import field
 from server.graphql.permissions import IsAdmin
 from server.graphql.types import Connection, Edge, Info
 
@@ -88,9 +89,7 @@ class GithubTokenFilter:
 
 @strawberry.type
 class Query:
-    @strawberry.field(
-        description="ADMIN. Newest first. `first` is 1..100.", permission_classes=[IsAdmin]
-    )
+    @field(description="ADMIN. Newest first. `first` is 1..100.", permission_classes=[IsAdmin])
     async def github_tokens(
         self,
         info: Info,

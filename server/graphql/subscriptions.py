@@ -15,6 +15,7 @@ from server.domain.changes import TooManySubscriptions
 from server.domain.enums import AppType, RequestErrorCode, Role
 from server.domain.errors import InvalidInput
 from server.graphql.errors import ApiError, forbidden
+from server.graphql.fields import subscription
 from server.graphql.permissions import IsAuthenticated, require_principal
 from server.graphql.status import GithubTokenStatus
 from server.graphql.types import Info
@@ -34,7 +35,7 @@ def _target(info: Info, user_id: str | None) -> str:
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(
+    @subscription(
         description=(
             "USER: their own token of appType (no userId). ADMIN: userId required.\n"
             "First the current status, then the new status after each change a status read\n"

@@ -9,6 +9,7 @@ import strawberry
 
 from server.domain import tokens
 from server.domain.enums import AppType
+from server.graphql.fields import mutation
 from server.graphql.permissions import IsService, IsUserOnSelfOrAdmin, require_principal
 from server.graphql.status import GithubTokenStatus
 from server.graphql.types import Info, OperationError, to_result
@@ -82,7 +83,7 @@ RevokeTokenResult = Annotated[
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(
+    @mutation(
         description="SERVICE. Upsert the tokens an existing OAuth callback obtained.",
         permission_classes=[IsService],
     )
@@ -102,9 +103,7 @@ class Mutation:
             ),
         )
 
-    @strawberry.mutation(
-        description="USER (own) or ADMIN (any).", permission_classes=[IsUserOnSelfOrAdmin]
-    )
+    @mutation(description="USER (own) or ADMIN (any).", permission_classes=[IsUserOnSelfOrAdmin])
     async def revoke_token(self, info: Info, input: RevokeTokenInput) -> RevokeTokenResult:
         outcome = await tokens.revoke_token(
             require_principal(info),

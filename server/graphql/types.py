@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, Self, TypeVar
 
 import strawberry
+from graphql import GraphQLSchema
 
 from server.domain.enums import (
     AppType,
@@ -18,6 +19,12 @@ from server.domain.enums import (
 from server.domain.errors import Refusal
 from server.domain.pagination import Page
 from server.graphql.context import Context
+
+
+def graphql_core_schema(schema: strawberry.Schema) -> GraphQLSchema:
+    """The graphql-core schema Strawberry built from ours (it keeps it as `_schema`)."""
+    return schema._schema
+
 
 strawberry.enum(AppType, name="GithubAppType")
 strawberry.enum(Role, name="Role")
@@ -90,7 +97,7 @@ class Connection(Generic[EdgeT]):
         page: Page[DomainT],
         edge: Callable[..., EdgeT],
         node: Callable[[DomainT], object],
-    ) -> Connection[EdgeT]:
+    ) -> Self:
         return cls(
             edges=[edge(cursor=cursor, node=node(item)) for cursor, item in page.items],
             page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),

@@ -8,6 +8,7 @@ import strawberry
 
 from server.domain import status, users
 from server.domain.enums import AppType, Role
+from server.graphql.fields import field
 from server.graphql.permissions import IsAdmin, IsAuthenticated, require_principal
 from server.graphql.status import GithubTokenStatus, token_statuses
 from server.graphql.types import Info
@@ -21,7 +22,7 @@ class User:
     created_at: datetime
     purged_at: datetime | None
 
-    @strawberry.field(description="One entry per GithubAppType, NOT_CONNECTED included.")
+    @field(description="One entry per GithubAppType, NOT_CONNECTED included.")
     async def github_tokens(self, info: Info) -> list[GithubTokenStatus]:
         return await token_statuses(self.id, info)
 
@@ -41,7 +42,7 @@ class Viewer:
     id: strawberry.ID
     role: Role
 
-    @strawberry.field(description="One entry per GithubAppType, NOT_CONNECTED included.")
+    @field(description="One entry per GithubAppType, NOT_CONNECTED included.")
     async def github_tokens(self, info: Info) -> list[GithubTokenStatus]:
         return await token_statuses(self.id, info)
 
@@ -55,18 +56,14 @@ class Viewer:
 
 @strawberry.type
 class Query:
-    @strawberry.field(
-        description="Any authenticated principal.", permission_classes=[IsAuthenticated]
-    )
+    @field(description="Any authenticated principal.", permission_classes=[IsAuthenticated])
     async def viewer(self, info: Info) -> Viewer:
         principal = require_principal(info)
         if principal.role is Role.USER:
             await info.context.ensure_user(principal)
         return Viewer(id=strawberry.ID(principal.id), role=principal.role)
 
-    @strawberry.field(
-        description="ADMIN. Null when there is no such user.", permission_classes=[IsAdmin]
-    )
+    @field(description="ADMIN. Null when there is no such user.", permission_classes=[IsAdmin])
     async def user(self, id: strawberry.ID) -> User | None:
         user = await users.get_user(id)
         return User.from_domain(user) if user else None

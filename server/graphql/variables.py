@@ -33,6 +33,8 @@ from graphql import (
 from graphql.utilities import get_operation_ast
 from strawberry.extensions import SchemaExtension
 
+from server.graphql.types import graphql_core_schema
+
 Path = list[str | int]
 
 
@@ -126,7 +128,7 @@ class CheckVariables(SchemaExtension):
         context = self.execution_context
         if context.graphql_document is not None and context.variables:
             errors = variable_errors(
-                context.schema.graphql_schema,
+                graphql_core_schema(context.schema),
                 context.graphql_document,
                 context.operation_name,
                 context.variables,

@@ -8,9 +8,11 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from piccolo.engine.base import Engine
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
@@ -192,14 +194,14 @@ async def _sweeper_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(
-    settings: Settings, *, clock: Clock = utc_now, engine: Engine | None = None
+    settings: Settings, *, clock: Clock = utc_now, engine: Engine[Any] | None = None
 ) -> web.Application:
     """The ghvault application.
 
     `clock` and `engine` are injectable for tests; an injected engine is the
     caller's to bind, start and stop.
     """
-    middlewares = [client_address_middleware, request_id_middleware]
+    middlewares: list[Middleware] = [client_address_middleware, request_id_middleware]
     if settings.cors_allowed_origins:
         middlewares.append(cors_middleware(settings.cors_allowed_origins))
     app = web.Application(

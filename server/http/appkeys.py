@@ -14,7 +14,7 @@ from server.jwks import JwksKeys
 from server.jwt_cache import VerifiedTokens
 
 SETTINGS = web.AppKey("settings", Settings)
-CLOCK = web.AppKey("clock", Clock)
+CLOCK = web.AppKey[Clock]("clock")
 ENGINE = web.AppKey("engine", Engine)
 GITHUB = web.AppKey("github", GitHubClient)
 KNOWN_USERS = web.AppKey("known_users", set[str])

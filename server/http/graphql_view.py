@@ -17,7 +17,7 @@ from aiohttp import web
 from cross_web import HTTPException
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.types.unset import UNSET, UnsetType
+from strawberry.types.unset import UnsetType
 
 from server.auth import AuthenticationError, Principal, authenticate, bearer_token
 from server.domain.enums import RequestErrorCode
@@ -158,7 +158,7 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
         annotate(principal_id=principal.id, principal_role=principal.role.value)
         assert isinstance(context.response, web.WebSocketResponse)
         context.request[EXPIRY_TIMER] = close_at_expiry(context.response, expires_at)
-        return UNSET
+        return UnsetType()  # UNSET, typed: acknowledged without a payload
 
     def decode_json(self, data: str | bytes) -> object:
         try:

@@ -45,9 +45,9 @@ class JsonFormatter(logging.Formatter):
         for name, value in current_fields().items():
             line[name] = value
         for name in CONTEXT_FIELDS:
-            value = getattr(record, name, None)
-            if value is not None:
-                line[name] = value
+            extra = getattr(record, name, None)
+            if extra is not None:
+                line[name] = extra
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:

@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from graphql import FieldNode, get_operation_ast
@@ -259,7 +260,7 @@ def outcome_label(context: ExecutionContext) -> str:
 
 
 def metrics_handler(
-    metrics: Metrics, *, token: str | None, clock: Clock, engine: Engine
+    metrics: Metrics, *, token: str | None, clock: Clock, engine: Engine[Any]
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle_metrics(request: web.Request) -> web.Response:
         if token is not None and not _bearer_matches(request.headers.get("Authorization"), token):
@@ -284,7 +285,7 @@ def _bearer_matches(header: str | None, token: str) -> bool:
 
 
 def metrics_context(
-    metrics: Metrics, engine: Engine
+    metrics: Metrics, engine: Engine[Any]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context sampling the pool each second (so every process's gauge is fresh)
     and ending a token count still running at shutdown."""

@@ -68,14 +68,15 @@ def run_workers(
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         for _ in range(count):
-            process = context.Process(target=_exit_with, args=(worker, host, port), daemon=False)
-            process.start()
-            processes.append(process)
+            started = context.Process(target=_exit_with, args=(worker, host, port), daemon=False)
+            started.start()
+            processes.append(started)
         exit_code = 0
         waiting = {process.sentinel: process for process in processes}
         while waiting:
             for sentinel in multiprocessing.connection.wait(list(waiting)):
-                process = waiting.pop(sentinel)  # type: ignore[arg-type]
+                assert isinstance(sentinel, int)  # wait() hands back what it was given
+                process = waiting.pop(sentinel)
                 process.join()
                 exited(process)
                 if holder is not None:

@@ -21,7 +21,7 @@ from server.storage.sqlite_pool import PooledSQLiteEngine
 from server.storage.tables import TABLES
 
 T = TypeVar("T")
-E = TypeVar("E", bound=Engine)
+E = TypeVar("E", bound=Engine[Any])
 
 POSTGRES_POOL_MAX_SIZE = 10
 # A connection attempt or a statement that gets no answer (a dropped network
@@ -30,7 +30,7 @@ POSTGRES_CONNECT_TIMEOUT_SECONDS = 5.0
 POSTGRES_COMMAND_TIMEOUT_SECONDS = 30.0
 
 
-def create_engine(config: DatabaseConfig) -> Engine:
+def create_engine(config: DatabaseConfig) -> Engine[Any]:
     if config.is_sqlite:
         assert config.sqlite_path is not None
         return PooledSQLiteEngine(path=str(config.sqlite_path))
@@ -39,14 +39,14 @@ def create_engine(config: DatabaseConfig) -> Engine:
     )
 
 
-def bind_tables(engine: Engine) -> None:
+def bind_tables(engine: Engine[Any]) -> None:
     """Point every table at `engine` (tests switch engines; the app binds once)."""
     # `_meta` is Piccolo's documented table metadata (TableMeta), not private state.
     for table in TABLES:
         table._meta.db = engine
 
 
-def connections_in_use(engine: Engine) -> int:
+def connections_in_use(engine: Engine[Any]) -> int:
     """Connections lent out of the engine's pool now; 0 without a pool."""
     if isinstance(engine, PooledSQLiteEngine):
         return engine.lent
@@ -55,12 +55,12 @@ def connections_in_use(engine: Engine) -> int:
     return 0
 
 
-def current_engine() -> Engine:
+def current_engine() -> Engine[Any]:
     """The engine the tables are bound to."""
     return TABLES[0]._meta.db
 
 
-def is_sqlite(engine: Engine) -> bool:
+def is_sqlite(engine: Engine[Any]) -> bool:
     return engine.engine_type == "sqlite"
 
 
@@ -74,7 +74,7 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
-async def start(engine: Engine) -> None:
+async def start(engine: Engine[Any]) -> None:
     if isinstance(engine, PostgresEngine):
         # The statement bound is for the serving pool only: one-off connections
         # (migrations) may legitimately run longer.
@@ -88,7 +88,7 @@ async def start(engine: Engine) -> None:
         await engine.start_connection_pool()
 
 
-async def stop(engine: Engine) -> None:
+async def stop(engine: Engine[Any]) -> None:
     if isinstance(engine, PostgresEngine | PooledSQLiteEngine):
         await engine.close_connection_pool()
 
@@ -114,7 +114,7 @@ def _forget_ping(query: asyncio.Task[Any]) -> None:
         query.exception()  # nobody waits for it any more: this marks it seen
 
 
-async def ping(engine: Engine, within: float) -> None:
+async def ping(engine: Engine[Any], within: float) -> None:
     """Raise when the database cannot answer a trivial query within `within` seconds."""
     await answer_within(engine.run_ddl("SELECT 1"), within)
 

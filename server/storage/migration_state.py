@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 from pathlib import Path
+from typing import Any
 
 from piccolo.engine.base import Engine
 
@@ -55,7 +56,7 @@ def _module_id(path: Path) -> str | None:
     return None
 
 
-async def applied_migration_ids(engine: Engine) -> frozenset[str]:
+async def applied_migration_ids(engine: Engine[Any]) -> frozenset[str]:
     """The ids of the migrations that ran on the database; none when it was never migrated."""
     if is_sqlite(engine):
         has_table = bool(await engine.run_ddl(_SQLITE_HAS_TABLE))
@@ -66,7 +67,7 @@ async def applied_migration_ids(engine: Engine) -> frozenset[str]:
     return frozenset(row["name"] for row in await engine.run_ddl(_APPLIED))
 
 
-async def schema_problem(engine: Engine) -> str | None:
+async def schema_problem(engine: Engine[Any]) -> str | None:
     """What is wrong with the database's migrations, as one line; None when nothing is."""
     shipped = shipped_migration_ids()
     applied = await applied_migration_ids(engine)
@@ -85,7 +86,7 @@ async def schema_problem(engine: Engine) -> str | None:
     return None
 
 
-async def check_schema(engine: Engine) -> None:
+async def check_schema(engine: Engine[Any]) -> None:
     """Raise DatabaseNotReady unless the database holds exactly the shipped migrations."""
     problem = await schema_problem(engine)
     if problem is not None:

@@ -13,13 +13,27 @@ from __future__ import annotations
 
 import asyncio
 from contextvars import Token
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from piccolo.engine.postgres import PostgresTransaction
 from piccolo.engine.sqlite import SQLiteTransaction, TransactionType
 
+if TYPE_CHECKING:
+    from piccolo.engine.base import BaseTransaction
 
-class PooledTransaction:
+    class _PiccoloTransaction(BaseTransaction):
+        """What the mixin below uses of PostgresTransaction and SQLiteTransaction,
+        which follow it in its subclasses' bases."""
+
+        def __init__(self, engine: Any, *args: Any, **kwargs: Any) -> None: ...
+        async def begin(self) -> None: ...
+        async def commit(self) -> None: ...
+        async def rollback(self) -> None: ...
+else:
+    _PiccoloTransaction = object
+
+
+class PooledTransaction(_PiccoloTransaction):
     """The enter and exit both engines' transactions share.
 
     Opened inside another transaction of the same engine, it joins that one:

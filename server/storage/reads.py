@@ -89,7 +89,7 @@ class PreparedSelect:
     fallback path. Nothing is compiled at import time (no engine yet).
     """
 
-    def __init__(self, build: Callable[..., Select], arity: int) -> None:
+    def __init__(self, build: Callable[..., Select[Any]], arity: int) -> None:
         self.build = build
         self.arity = arity
         self._compiled: dict[str, tuple[str, list[int]]] = {}

@@ -140,6 +140,7 @@ class PooledSQLiteEngine(SQLiteEngine):
         """A new connection with the pool's settings; closed again when they fail."""
         connection = await aiosqlite.connect(**self.connection_kwargs)
         try:
+            # aiosqlite types row_factory as a class; sqlite3 takes any callable.
             connection.row_factory = dict_factory  # type: ignore[assignment]
             for pragma in SQLITE_PRAGMAS:
                 await connection.execute(pragma)
@@ -257,6 +258,7 @@ class PooledSQLiteEngine(SQLiteEngine):
         connection = await self.acquire()
         reusable = True
         try:
+            # Rows come out as dicts: the row_factory set in _connect.
             return await connection.execute_fetchall(query, args)  # type: ignore[return-value]
         except asyncio.CancelledError:
             reusable = False
@@ -290,7 +292,7 @@ class PooledSQLiteEngine(SQLiteEngine):
         for _ in range(CHECKPOINT_ATTEMPTS):
             async with connection.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
                 result = await cursor.fetchone()
-            if not result["busy"]:
+            if result is not None and not result["busy"]:
                 return True
             await asyncio.sleep(0.02)
         return False

@@ -106,9 +106,9 @@ class PostgresChanges(ChangeSource):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), LISTEN_READY_SECONDS)
 
-    def _notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+    def _notified(self, connection: object, pid: int, channel: str, payload: object) -> None:
         try:
-            change = json.loads(payload)
+            change = json.loads(str(payload))  # asyncpg hands NOTIFY payloads over as text
             key = (change["user_id"], AppType(change["app_type"]))
         except (ValueError, KeyError, TypeError):
             logger.warning("ignored a malformed token change notification")
@@ -233,7 +233,7 @@ async def _fingerprints(keys: list[TokenKey]) -> dict[TokenKey, Fingerprint | No
     return found
 
 
-def change_source(engine: Engine, on_change: ChangeCallback) -> ChangeSource:
+def change_source(engine: Engine[Any], on_change: ChangeCallback) -> ChangeSource:
     if isinstance(engine, PostgresEngine):
         return PostgresChanges(engine.config["dsn"], on_change)
     return SQLitePolling(on_change)

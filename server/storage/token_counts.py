@@ -175,7 +175,8 @@ async def fold_changes(batch: int = FOLD_BATCH) -> int:
             batch,
         )
         await Token.raw(f"DELETE FROM {COUNTS} WHERE n = 0")  # noqa: S608 -- fixed name
-    return moved[0]["moved"]
+    count: int = moved[0]["moved"]
+    return count
 
 
 async def counts_at(now: datetime) -> dict[AppType, dict[str, int]]:

@@ -7,6 +7,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 from piccolo.engine.sqlite import TransactionType
@@ -19,7 +20,7 @@ from server.storage.sqlite_pool import PooledSQLiteEngine
 logger = logging.getLogger("ghvault.db")
 
 
-def for_update(query: Select, skip_locked: bool = False) -> Select:
+def for_update(query: Select[Any], skip_locked: bool = False) -> Select[Any]:
     """Lock the selected rows until the transaction ends (PostgreSQL).
 
     SQLite has no row locks: there `write_transaction` already holds the

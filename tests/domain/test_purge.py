@@ -105,11 +105,11 @@ async def test_purged_bytes_are_gone_from_the_sqlite_files(
     needles = [value.encode() for value in (*ALICE_PII.values(), *ciphertexts)]
 
     def on_disk() -> bytes:
-        folder = database.sqlite_path.parent
+        folder = database.sqlite_file.parent
         return b"".join(
             path.read_bytes()
             for path in folder.iterdir()
-            if path.name.startswith(database.sqlite_path.name)
+            if path.name.startswith(database.sqlite_file.name)
         )
 
     assert all(needle in on_disk() for needle in needles), "the data was on disk before"

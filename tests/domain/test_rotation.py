@@ -16,6 +16,7 @@ from server.auth import Principal
 from server.crypto import Keyring, TokenSlot
 from server.domain.checkout import CheckedOutToken, checkout_token
 from server.domain.enums import AppType, AuditAction, Role
+from server.domain.errors import Refusal
 from server.domain.github_access import GitHubAccess
 from server.domain.locks import KeyedLocks
 from server.domain.rotation import RewrapReport, key_usage, rewrap
@@ -48,7 +49,7 @@ async def _store_under(
         user_id = f"user{index:04}"
         github_id = str(100_000 + index)
         expiring = fake is not None and index < EXPIRING
-        if expiring:
+        if fake is not None and expiring:
             access, refresh = fake.seed_token(STANDARD_APP.client_id, int(github_id), f"l{index}")
         else:
             access, refresh = access_token(), refresh_token()
@@ -77,7 +78,9 @@ async def _store_under(
     return plaintexts
 
 
-async def _checkout(keyring: Keyring, user_id: str, github: GitHubAccess, locks: KeyedLocks):
+async def _checkout(
+    keyring: Keyring, user_id: str, github: GitHubAccess, locks: KeyedLocks
+) -> CheckedOutToken | Refusal:
     return await checkout_token(
         WORKER,
         user_id,
@@ -105,7 +108,7 @@ async def test_rotation_rewraps_everything_while_checkouts_run(
         )
         sample = [f"user{i:04}" for i in range(EXPIRING)] + random.sample(sorted(plaintexts), 60)
 
-        async def checkouts_during_rewrap() -> list[object]:
+        async def checkouts_during_rewrap() -> list[CheckedOutToken | Refusal]:
             results = []
             for user_id in sample:
                 results.append(await _checkout(rotated, user_id, github, locks))
@@ -116,8 +119,8 @@ async def test_rotation_rewraps_everything_while_checkouts_run(
             rewrap(rotated, now=T0, batch_size=50), checkouts_during_rewrap()
         )
 
-        assert all(isinstance(result, CheckedOutToken) for result in during), during
         for user_id, result in zip(sample, during, strict=True):
+            assert isinstance(result, CheckedOutToken), result
             if not result.refreshed and user_id >= f"user{EXPIRING:04}":
                 assert result.access_token == plaintexts[user_id]
         assert fake_github.calls["refresh"] == EXPIRING
@@ -135,12 +138,11 @@ async def test_rotation_rewraps_everything_while_checkouts_run(
     assert all(isinstance(result, CheckedOutToken) for result in after)
     refreshed_users = {f"user{i:04}" for i in range(EXPIRING)}
     for user_id, result in zip(sorted(plaintexts), after, strict=True):
+        assert isinstance(result, CheckedOutToken), result
         if user_id not in refreshed_users:
             assert result.access_token == plaintexts[user_id]
-    event = (
-        await AuditEvent.select()
-        .where(AuditEvent.action == AuditAction.KEYS_REWRAPPED.value)
-        .first()
+    (event,) = await AuditEvent.select().where(
+        AuditEvent.action == AuditAction.KEYS_REWRAPPED.value
     )
     assert '"failed": 0' in event["detail"]
 

@@ -140,7 +140,7 @@ async def test_a_refreshed_token_works_at_github_and_is_not_due_again(
 
     assert (report.due, report.refreshed) == (1, 1)
     assert not fake_github.is_refresh_token_valid(seeded.refresh_token)
-    row = await Token.select().first()
+    (row,) = await Token.select()
     assert row["refresh_token_expires_at"] > NOW + timedelta(days=150)
     assert row["last_refreshed_at"] == NOW
     assert (await _sweep(settings, github)).due == 0
@@ -159,7 +159,7 @@ async def test_bad_refresh_token_revokes_with_refresh_failed(
     report = await _sweep(settings, github)
 
     assert (report.due, report.revoked, report.refreshed) == (1, 1, 0)
-    row = await Token.select().first()
+    (row,) = await Token.select()
     assert row["revocation_reason"] == "refresh_failed"
     assert row["revoked_at"] == NOW
     assert (row["access_token_encrypted"], row["refresh_token_encrypted"]) == (None, None)

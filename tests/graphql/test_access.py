@@ -75,7 +75,7 @@ def _jwt(**claims: object) -> str:
         pytest.param("Bearer " + _jwt(sub="alice", role="root", exp=4102444800), id="bad-role"),
         pytest.param(
             "Bearer "
-            + jwt.encode({"sub": "alice", "role": "admin", "exp": 4102444800}, None, "none"),
+            + jwt.encode({"sub": "alice", "role": "admin", "exp": 4102444800}, "", "none"),
             id="alg-none",
         ),
         pytest.param("Basic YWxpY2U6cGFzcw==", id="not-bearer"),

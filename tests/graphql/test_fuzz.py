@@ -550,6 +550,8 @@ async def test_fuzzed_operations_never_fail_unexpectedly_or_leak_a_token(
     tally = Tally()
     schema = graphql.build_schema(export_sdl())
     scalars = _custom_scalars(world)
+    assert schema.query_type is not None
+    assert schema.mutation_type is not None
     roots = [*schema.query_type.fields, *schema.mutation_type.fields]
     # A forbidden root field nulls the whole answer, so single fields reach resolvers more often.
     requests = st.one_of(

@@ -51,15 +51,18 @@ def superset_problems(ours: GraphQLSchema, contract: GraphQLSchema) -> list[str]
             problems.append(f"{name} is a {type(mine).__name__}, not a {type(theirs).__name__}")
             continue
         if isinstance(theirs, GraphQLEnumType):
-            missing = set(theirs.values) - set(mine.values)  # type: ignore[union-attr]
+            assert isinstance(mine, GraphQLEnumType)
+            missing = set(theirs.values) - set(mine.values)
             problems += [f"enum value {name}.{value} is missing" for value in sorted(missing)]
         elif isinstance(theirs, GraphQLUnionType):
-            members = {member.name for member in mine.types}  # type: ignore[union-attr]
+            assert isinstance(mine, GraphQLUnionType)
+            members = {member.name for member in mine.types}
             if members != {member.name for member in theirs.types}:
                 problems.append(f"union {name} has members {sorted(members)}")
         elif isinstance(theirs, GraphQLObjectType | GraphQLInterfaceType):
+            assert isinstance(mine, GraphQLObjectType | GraphQLInterfaceType)
             for field_name, field in theirs.fields.items():
-                my_field = mine.fields.get(field_name)  # type: ignore[union-attr]
+                my_field = mine.fields.get(field_name)
                 if my_field is None:
                     problems.append(f"field {name}.{field_name} is missing")
                     continue
@@ -81,8 +84,9 @@ def superset_problems(ours: GraphQLSchema, contract: GraphQLSchema) -> list[str]
                 ]
                 problems += [f"{name}.{field_name} requires extra {a}" for a in extra_required]
         elif isinstance(theirs, GraphQLInputObjectType):
+            assert isinstance(mine, GraphQLInputObjectType)
             for field_name, field in theirs.fields.items():
-                my_field = mine.fields.get(field_name)  # type: ignore[union-attr]
+                my_field = mine.fields.get(field_name)
                 if my_field is None:
                     problems.append(f"input field {name}.{field_name} is missing")
                 elif (_type_ref(my_field.type), my_field.default_value) != (

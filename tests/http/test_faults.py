@@ -28,7 +28,8 @@ from aiohttp.test_utils import TestClient
 
 from server.config import Settings
 from server.graphql.errors import UNEXPECTED_MESSAGE
-from server.http.app import REQUEST_ID_HEADER, create_app
+from server.http.app import create_app
+from server.http.request_context import REQUEST_ID_HEADER
 from server.storage import engines
 from tests.helpers import (
     ALICE,
@@ -67,7 +68,7 @@ class TcpProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._server: asyncio.Server | None = None
-        self._transports: set[asyncio.BaseTransport] = set()
+        self._transports: set[asyncio.WriteTransport] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:

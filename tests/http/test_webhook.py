@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from server.domain.enums import AppType
 from server.domain.webhook import sign, verify_signature
@@ -49,7 +49,7 @@ async def deliver(
     *,
     secret: str | None = WEBHOOK_SECRET,
     event: str | None = "github_app_authorization",
-    delivery: str | None = None,
+    delivery: str | Literal[False] | None = None,
     signature: str | None = None,
 ) -> tuple[int, str]:
     """POST one delivery as GitHub would; returns (status, body text)."""

@@ -61,8 +61,8 @@ async def test_the_database_holds_no_plaintext_token(
         await database.fetch("PRAGMA wal_checkpoint(FULL)")
         raw = b"".join(
             path.read_bytes()
-            for path in database.sqlite_path.parent.iterdir()
-            if path.name.startswith(database.sqlite_path.name)
+            for path in database.sqlite_file.parent.iterdir()
+            if path.name.startswith(database.sqlite_file.name)
         )
         assert raw.count(b"v1:") >= 4, "the ciphertexts should be in the file"
         assert not [s for s in secrets if s.encode() in raw]

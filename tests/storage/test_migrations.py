@@ -141,11 +141,11 @@ async def connect(target: Target) -> AsyncIterator[Connection]:
         finally:
             raw.close()
     else:
-        raw = await asyncpg.connect(target.url, timeout=5)
+        pooled = await asyncpg.connect(target.url, timeout=5)
         try:
-            yield Connection(target, raw)
+            yield Connection(target, pooled)
         finally:
-            await raw.close()
+            await pooled.close()
 
 
 async def schema_objects(target: Target) -> set[tuple[str, str]]:
@@ -508,6 +508,7 @@ async def assert_refused(connection: Connection, rule: str, sql: str, *args: Any
     if connection.target.is_sqlite:
         assert SQLITE_MESSAGES[rule] in str(caught.value)
     else:
+        assert isinstance(caught.value, asyncpg.IntegrityConstraintViolationError)
         assert caught.value.constraint_name == rule
 
 

@@ -48,7 +48,7 @@ TOKEN_CURSOR = encode_cursor(T0.isoformat(), str(uuid.uuid4()))
 AUDIT_CURSOR = encode_cursor(1_000)
 
 
-async def explain(database: Database, query: Select, *, sorted_ok: bool = False) -> str:
+async def explain(database: Database, query: Select[Any], *, sorted_ok: bool = False) -> str:
     """The plan of `query` as text, one node or step per line.
 
     With `sorted_ok`, PostgreSQL may still sort (a small set of matches).

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 
 async def test_pooled_sqlite_connections_are_configured(database: Database) -> None:
     """WAL, a busy timeout, foreign keys and secure delete on every kept connection."""
-    engine = database.engine
+    engine = database.sqlite_engine
     for _ in range(engine.pool_size):
         settings = {}
         for pragma in ("journal_mode", "busy_timeout", "foreign_keys", "secure_delete"):
@@ -68,7 +68,7 @@ async def test_a_statement_in_a_transaction_is_one_trip_with_dict_rows_and_forei
 
 async def test_write_transactions_take_the_write_lock_up_front(database: Database) -> None:
     """BEGIN IMMEDIATE: while one is open, no other connection can start writing."""
-    other = sqlite3.connect(database.sqlite_path, timeout=0, isolation_level=None)
+    other = sqlite3.connect(database.sqlite_file, timeout=0, isolation_level=None)
     try:
         async with transactions.write_transaction():
             with pytest.raises(sqlite3.OperationalError, match="locked"):
@@ -95,12 +95,12 @@ async def test_a_cancelled_query_leaves_no_reader_behind(
     # A sibling may still be finishing after its response went out: a reader in flight
     # is not one left behind, so wait until every connection is back (or fail: one was kept).
     for _ in range(1000):
-        if not database.engine.lent:
+        if not database.sqlite_engine.lent:
             break
         await asyncio.sleep(0.01)
-    assert database.engine.lent == 0
+    assert database.sqlite_engine.lent == 0
 
-    assert await database.engine.truncate_wal()
+    assert await database.sqlite_engine.truncate_wal()
 
 
 def connection_threads() -> set[threading.Thread]:
@@ -127,8 +127,8 @@ async def test_connections_cancelled_at_any_point_are_all_closed(
         return connect(*args, **kwargs)
 
     monkeypatch.setattr(aiosqlite, "connect", counting_connect)
-    pooled = PooledSQLiteEngine(path=str(database.sqlite_path), pool_size=2)
-    unpooled = PooledSQLiteEngine(path=str(database.sqlite_path))  # opens one per query
+    pooled = PooledSQLiteEngine(path=str(database.sqlite_file), pool_size=2)
+    unpooled = PooledSQLiteEngine(path=str(database.sqlite_file))  # opens one per query
     await pooled.start_connection_pool()
 
     async def in_transaction() -> None:
@@ -178,7 +178,7 @@ async def test_a_connection_opened_while_the_pool_closes_is_closed_when_it_comes
 ) -> None:
     """Make sure a checkout that was still opening at shutdown leaves no connection open."""
     already_open = connection_threads()
-    engine = PooledSQLiteEngine(path=str(database.sqlite_path), pool_size=1)
+    engine = PooledSQLiteEngine(path=str(database.sqlite_file), pool_size=1)
     await engine.start_connection_pool()
     await engine.release(await engine.acquire(), reusable=False)  # the next checkout opens
     checkout = asyncio.create_task(engine.acquire())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -40,7 +40,7 @@ async def user_ids() -> set[str]:
     return {row["id"] for row in await User.select(User.id)}
 
 
-async def outside_any_transaction(work: Callable[[], Awaitable[T]]) -> T:
+async def outside_any_transaction(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run `work` on its own connection, as another request would."""
     return await asyncio.create_task(work(), context=contextvars.Context())
 
