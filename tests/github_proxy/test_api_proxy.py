@@ -15,7 +15,9 @@ from aiohttp import web
 
 from tests.fake_github import FakeGitHub
 from tests.helpers import (
+    ADMIN,
     ALICE,
+    PURGE,
     REVOKE,
     REVOKE_CAPABILITY,
     SECRET_PATTERN,
@@ -410,3 +412,37 @@ async def test_a_web_server_elsewhere_is_never_reached(
     assert redirected.status == 302
     assert redirected.headers["Location"] == f"http://{evil}/steal"
     assert hits == []
+
+
+async def test_purge_leaves_no_byte_of_the_repositories_a_user_wrote_to_on_disk(
+    gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub, database: Database
+) -> None:
+    """GDPR: repositories are named after their owner, often the user's login; the purged
+    user's capabilities and audited writes keep nothing of them in the SQLite files."""
+    if not database.is_sqlite:
+        pytest.skip("PostgreSQL reclaims dead tuples with VACUUM, on the operator's schedule")
+    await store_live_token(gql, fake_github, clock(), login="alice-purge-gh")
+    fake_github.repos.add("alice-purge-gh", "secret-plans")
+    capability = await issue_capability(
+        gql, access="WRITE", repositories=["alice-purge-gh/secret-plans"]
+    )
+    created = await gql.http.post(
+        "/github/api/repos/alice-purge-gh/secret-plans/issues",
+        json={"title": "x"},
+        headers=bearer(capability),
+    )
+    assert created.status == 201
+    assert database.sqlite_path is not None
+    folder, name = database.sqlite_path.parent, database.sqlite_path.name
+
+    def on_disk() -> bytes:
+        return b"".join(
+            path.read_bytes() for path in folder.iterdir() if path.name.startswith(name)
+        )
+
+    assert b"alice-purge-gh/secret-plans" in on_disk(), "the data was on disk before"
+
+    await gql.data(PURGE, {"userId": "alice"}, auth=ADMIN)
+
+    assert b"alice-purge-gh" not in on_disk()
+    assert b"secret-plans" not in on_disk()

@@ -605,6 +605,41 @@ async def test_deleting_a_user_deletes_its_tokens(migrated_database: Target) -> 
         assert await connection.fetch(count, bob) == [(2,)]
 
 
+INSERT_CAPABILITY = (
+    "INSERT INTO github_capabilities (id, secret_sha256, token_id, user_id, github_app_type, "
+    "github_user_id, repositories, access, issued_by, expires_at) "
+    "VALUES ($1, $2, $3, $4, 'standard', '1', '[]', 'read', 'svc', $5)"
+)
+
+
+async def test_capabilities_go_with_their_token_and_their_hash_is_unique(
+    migrated_database: Target,
+) -> None:
+    """Make sure deleting a token row (disconnect, purge) deletes its capabilities, and two
+    capabilities cannot share a hash."""
+    async with connect(migrated_database) as connection:
+        alice, bob = unique("alice"), unique("bob")
+        tokens = {}
+        for user in (alice, bob):
+            await add_user(connection, user)
+            tokens[user] = await add_token(connection, user, "standard", unique("gh"))
+        expires = connection.time(datetime.now(UTC) + timedelta(minutes=15))
+        for user in (alice, bob):
+            await connection.execute(
+                INSERT_CAPABILITY, str(uuid.uuid4()), unique(user), tokens[user], user, expires
+            )
+        taken = (await connection.fetch("SELECT secret_sha256 FROM github_capabilities"))[0][0]
+        with pytest.raises((sqlite3.IntegrityError, asyncpg.UniqueViolationError)):
+            await connection.execute(
+                INSERT_CAPABILITY, str(uuid.uuid4()), taken, tokens[bob], bob, expires
+            )
+
+        await connection.execute("DELETE FROM user_github_app_tokens WHERE id = $1", tokens[alice])
+
+        rows = await connection.fetch("SELECT user_id FROM github_capabilities")
+        assert [user for (user,) in rows if user in (alice, bob)] == [bob]
+
+
 # ---------------------------------------------------------------- ghvault migrate
 
 
