@@ -83,6 +83,8 @@ class Capability:
     access: CapabilityAccess
     issued_by: str
     expires_at: datetime
+    # Of the token row, read with the capability: a new version means a new token.
+    credential_version: int
 
     @property
     def issuer(self) -> Principal:
@@ -223,7 +225,8 @@ async def end_for_token(token_id: object, now: datetime) -> None:
     )
 
 
-# Every proxied request starts here: compiled once (see server.storage.reads).
+# Every proxied request starts here: compiled once (see server.storage.reads). The
+# token row comes by primary key; a capability's row never outlives it.
 _BY_SECRET = PreparedSelect(
     lambda digest: CapabilityRow.select(
         CapabilityRow.id,
@@ -235,6 +238,7 @@ _BY_SECRET = PreparedSelect(
         CapabilityRow.issued_by,
         CapabilityRow.expires_at,
         CapabilityRow.revoked_at,
+        CapabilityRow.token_id.credential_version.as_alias("credential_version"),
     ).where(CapabilityRow.secret_sha256 == digest),
     arity=1,
 )
@@ -259,6 +263,7 @@ async def redeem(capability: str, *, now: datetime) -> Capability | None:
         access=CapabilityAccess(row["access"]),
         issued_by=row["issued_by"],
         expires_at=row["expires_at"],
+        credential_version=row["credential_version"],
     )
 
 

@@ -26,7 +26,6 @@ from aiohttp import web
 from yarl import URL
 
 from server.config import GitHubProxyConfig
-from server.domain import checkout
 from server.domain.checkout import CheckedOutToken
 from server.domain.enums import ErrorCode
 from server.domain.errors import Refusal
@@ -35,6 +34,7 @@ from server.github_proxy import capabilities, forwarding, scope
 from server.github_proxy.capabilities import Capability
 from server.github_proxy.rate_limit import RateLimiter
 from server.github_proxy.scope import Refused, Route, Target
+from server.github_proxy.tokens import ProxyTokens
 from server.http.appkeys import CLOCK, GITHUB, METRICS, REFRESH_LOCKS, REQUEST_ID, SETTINGS
 from server.http.request_context import REQUEST_ID_HEADER
 
@@ -137,6 +137,7 @@ class GitHubProxy:
     def __init__(self, config: GitHubProxyConfig, *, api_base_url: str) -> None:
         self.config = config
         self.limits = RateLimiter(config.requests_per_minute)
+        self._tokens = ProxyTokens()
         self._session: aiohttp.ClientSession | None = None
         self._upstreams = {
             Route.API: _Upstream(
@@ -236,17 +237,10 @@ class GitHubProxy:
     async def _token_for(
         self, app: web.Application, capability: Capability, now: datetime
     ) -> CheckedOutToken | Refusal:
-        """The user's current access token for one proxied request.
-
-        Checked out as the issuing service would check it out (refreshed first
-        when it nears expiry, single flight), once per request: a refresh
-        between two requests of one push hands the second the new token.
-        """
+        """The user's current access token for one proxied request (see tokens.py)."""
         settings = app[SETTINGS]
-        return await checkout.checkout_token(
-            capability.issuer,
-            capability.user_id,
-            capability.app_type,
+        return await self._tokens.token_for(
+            capability,
             now=now,
             keyring=settings.keyring,
             github=GitHubAccess(

@@ -33,6 +33,7 @@ def capability(
         access=access,
         issued_by="commit-worker",
         expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+        credential_version=1,
     )
 
 
