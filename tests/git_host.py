@@ -120,12 +120,18 @@ class GitHost:
                 await response.write(chunk)
             await response.write_eof()
             await feeding
+            await process.wait()
             return response
+        except BaseException:
+            # Only a process still running is killed: signalling one that has exited
+            # reaps it behind asyncio's back, which asyncio then logs.
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            await process.wait()
+            raise
         finally:
             feeding.cancel()
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
 
     async def _feed(self, request: web.Request, stdin: asyncio.StreamWriter) -> None:
         try:
