@@ -41,7 +41,7 @@ from server.http.request_context import REQUEST_ID_HEADER
 logger = logging.getLogger("ghvault.github_proxy")
 
 USER_AGENT = "ghvault-proxy"
-CHUNK_BYTES = 64 * 1024
+CHUNK_BYTES = 256 * 1024
 # A Host header that can stand in a URL as it is; anything else gets relative URLs.
 _HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
@@ -172,6 +172,7 @@ class GitHubProxy:
             # Only what the worker sent: an Accept-Encoding added here would come back
             # compressed to a worker that never asked for it.
             skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
+            read_bufsize=CHUNK_BYTES,
         ) as session:
             self._session = session
             yield
