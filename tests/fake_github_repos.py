@@ -96,6 +96,18 @@ class FakeRepositories:
             "Set-Cookie": "_gh_sess=fake-session; Path=/; HttpOnly",
         }
 
+    async def _arrive_at_repository(
+        self, request: web.Request
+    ) -> tuple[str, _Repository] | web.Response:
+        """The login and the repository of a request to one, or the refusal."""
+        login, refused = await self._arrive(request)
+        if refused is not None:
+            return refused
+        repository = self._find(request)
+        if repository is None:
+            return _error(404, "Not Found")
+        return login, repository
+
     def _find(self, request: web.Request) -> _Repository | None:
         with self._lock:
             if "id" in request.match_info:
@@ -120,23 +132,19 @@ class FakeRepositories:
         )
 
     async def _repository(self, request: web.Request) -> web.Response:
-        login, refused = await self._arrive(request)
-        if refused is not None:
-            return refused
-        repository = self._find(request)
-        if repository is None:
-            return _error(404, "Not Found")
+        arrived = await self._arrive_at_repository(request)
+        if isinstance(arrived, web.Response):
+            return arrived
+        login, repository = arrived
         return web.json_response(
             _repository_json(repository, _base(request)), headers=self._headers(login)
         )
 
     async def _list_issues(self, request: web.Request) -> web.Response:
-        login, refused = await self._arrive(request)
-        if refused is not None:
-            return refused
-        repository = self._find(request)
-        if repository is None:
-            return _error(404, "Not Found")
+        arrived = await self._arrive_at_repository(request)
+        if isinstance(arrived, web.Response):
+            return arrived
+        login, repository = arrived
         page = int(request.query.get("page", "1"))
         per_page = int(request.query.get("per_page", "30"))
         with self._lock:
@@ -152,12 +160,10 @@ class FakeRepositories:
         return web.json_response(issues[(page - 1) * per_page : page * per_page], headers=headers)
 
     async def _create_issue(self, request: web.Request) -> web.Response:
-        login, refused = await self._arrive(request)
-        if refused is not None:
-            return refused
-        repository = self._find(request)
-        if repository is None:
-            return _error(404, "Not Found")
+        arrived = await self._arrive_at_repository(request)
+        if isinstance(arrived, web.Response):
+            return arrived
+        login, repository = arrived
         body = await request.json()
         full_name = f"{repository.owner}/{repository.name}"
         with self._lock:

@@ -8,6 +8,7 @@ import itertools
 import os
 import re
 import secrets
+import socket
 import string
 import subprocess
 import sys
@@ -467,3 +468,11 @@ async def store_live_token(
     result = await gql.data(STORE, variables, auth=SERVICE)
     assert result["storeGithubToken"]["__typename"] == "StoreGithubTokenSuccess", result
     return access
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (it was free a moment ago), for "unreachable"."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

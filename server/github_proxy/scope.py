@@ -86,21 +86,26 @@ def decoded_segments(raw: str) -> tuple[str, ...] | Refused:
     return tuple(segments)
 
 
-def _below(prefix: str, raw_path: str) -> str | None:
-    """The raw path below `prefix` as sent (not decoded), or None outside it."""
-    if raw_path == prefix or raw_path.startswith(prefix + "/"):
-        return raw_path[len(prefix) :]
-    return None
+def _below(prefix: str, raw_path: str) -> tuple[str, tuple[str, ...]] | Refused:
+    """The raw path below `prefix` as sent, and its decoded segments; or why not.
+
+    The prefix must be there as it is written: an escaped one is not it.
+    """
+    if raw_path != prefix and not raw_path.startswith(prefix + "/"):
+        return Refused(404, "Not a GitHub proxy path.", "not_found")
+    path = raw_path[len(prefix) :]
+    segments = decoded_segments(path)
+    if isinstance(segments, Refused):
+        return segments
+    return path, segments
 
 
 def api_target(method: str, raw_path: str, raw_query: str) -> Target | Refused:
     """`ANY /github/api/{path}?{query}`, forwarded to GITHUB_API_BASE_URL/{path}?{query}."""
-    path = _below(API_PREFIX, raw_path)
-    if path is None:
-        return Refused(404, "Not a GitHub proxy path.", "not_found")
-    segments = decoded_segments(path)
-    if isinstance(segments, Refused):
-        return segments
+    below = _below(API_PREFIX, raw_path)
+    if isinstance(below, Refused):
+        return below
+    path, segments = below
     if not _RAW_QUERY.fullmatch(raw_query):
         return _refused_path("The query must be ASCII, with well-formed percent-escapes.")
     repository = None
@@ -132,12 +137,10 @@ def git_target(method: str, raw_path: str, raw_query: str) -> Target | Refused:
 
     git sends the query `service=...` on ref discovery, and nothing else.
     """
-    path = _below(GIT_PREFIX, raw_path)
-    if path is None:
-        return Refused(404, "Not a GitHub proxy path.", "not_found")
-    segments = decoded_segments(path)
-    if isinstance(segments, Refused):
-        return segments
+    below = _below(GIT_PREFIX, raw_path)
+    if isinstance(below, Refused):
+        return below
+    _, segments = below
     if len(segments) < 3:
         return Refused(404, _GIT_USAGE, "not_found")
     owner, name, rest = segments[0], segments[1].removesuffix(".git"), segments[2:]

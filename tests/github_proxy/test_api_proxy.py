@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -25,6 +24,7 @@ from tests.helpers import (
     Database,
     GraphQLClient,
     MovableClock,
+    closed_port,
     issue_capability,
     store_live_token,
 )
@@ -303,15 +303,8 @@ async def test_the_token_is_refreshed_when_it_nears_expiry(
     assert not fake_github.is_access_token_valid(old)
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 @pytest.mark.parametrize(
-    "proxy_env", [{"GITHUB_API_BASE_URL": f"http://127.0.0.1:{_closed_port()}"}]
+    "proxy_env", [{"GITHUB_API_BASE_URL": f"http://127.0.0.1:{closed_port()}"}]
 )
 async def test_an_unreachable_github_is_a_502_and_a_warning(
     gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub, log_output: Any

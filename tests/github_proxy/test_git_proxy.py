@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,14 @@ import pytest
 from tests.fake_github import FakeGitHub
 from tests.git_host import GitHost, GitResult, run_git
 from tests.helpers import (
-    ALICE,
-    REVOKE,
+    ISSUE_CAPABILITY,
+    REVOKE_CAPABILITY,
     SECRET_PATTERN,
     SERVICE,
     Database,
     GraphQLClient,
     MovableClock,
+    closed_port,
     issue_capability,
     store_live_token,
 )
@@ -179,8 +179,10 @@ async def test_an_expired_or_revoked_capability_gets_401(
 ) -> None:
     await _seeded(git_host, worker)
     expiring = await _alice(gql, clock, fake_github, ttlSeconds=60)
-    revoked = await issue_capability(gql)
-    await gql.data(REVOKE, {"input": {}}, auth=ALICE)
+    revoked = await gql.data(ISSUE_CAPABILITY, {"input": {"userId": "alice"}}, auth=SERVICE)
+    issued = revoked["issueGithubCapability"]
+    await gql.data(REVOKE_CAPABILITY, {"id": issued["id"]}, auth=SERVICE)
+    revoked = issued["capability"]
     clock.advance(timedelta(seconds=60))
 
     for capability in (expiring, revoked):
@@ -221,15 +223,8 @@ async def test_a_refresh_during_a_long_push_does_not_break_it(
     assert await _log(worker, bare) == ["add", "after.txt", "add", "long.txt", "add", "README.md"]
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 @pytest.mark.parametrize(
-    "proxy_env", [{"GITHUB_GIT_BASE_URL": f"http://127.0.0.1:{_closed_port()}"}]
+    "proxy_env", [{"GITHUB_GIT_BASE_URL": f"http://127.0.0.1:{closed_port()}"}]
 )
 async def test_an_unreachable_git_host_is_a_502(
     gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub, worker: Worker
