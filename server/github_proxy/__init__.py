@@ -8,8 +8,10 @@ streams both ways to the configured GitHub host, and audits every write.
 
 - capabilities.py: issue, revoke, redeem and end capabilities (stored as hashes);
 - scope.py: what a request targets and whether a capability allows it (pure);
-- forwarding.py: which headers cross, and GitHub's links rewritten back to ghvault;
+- forwarding.py: which headers cross, and GitHub's URLs rewritten back to ghvault;
+- upstream.py: where each route forwards, how it presents the token, the bodies;
 - rate_limit.py: requests per capability;
+- tokens.py: the user's token for a request (checked out, reused while current);
 - relay.py: the request handlers, from the capability to GitHub's answer;
 - mutations.py: issueGithubCapability and revokeGithubCapability.
 

@@ -17,13 +17,12 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
 import aiohttp
 from aiohttp import web
-from yarl import URL
 
 from server.config import GitHubProxyConfig
 from server.domain.checkout import CheckedOutToken
@@ -35,13 +34,20 @@ from server.github_proxy.capabilities import Capability
 from server.github_proxy.rate_limit import RateLimiter
 from server.github_proxy.scope import Refused, Route, Target
 from server.github_proxy.tokens import ProxyTokens
+from server.github_proxy.upstream import (
+    RequestBody,
+    Upstream,
+    answer_chunks,
+    new_session,
+    rewritable,
+    upstreams,
+)
 from server.http.appkeys import CLOCK, GITHUB, METRICS, REFRESH_LOCKS, REQUEST_ID, SETTINGS
 from server.http.request_context import REQUEST_ID_HEADER
 
 logger = logging.getLogger("ghvault.github_proxy")
 
 USER_AGENT = "ghvault-proxy"
-CHUNK_BYTES = 256 * 1024
 # A Host header that can stand in a URL as it is; anything else gets relative URLs.
 _HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
@@ -58,27 +64,6 @@ _TOKEN_REFUSED: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.REFRESH_FAILED: (401, "unauthenticated"),
 }
 _TOKEN_UNAVAILABLE = (503, "token_unavailable")
-
-
-@dataclass(frozen=True)
-class _Upstream:
-    """Where one route forwards to, and how it presents the token there."""
-
-    route: Route
-    base: str
-    prefix: str
-    authorization: Callable[[str], str]
-    max_body_bytes: int
-    challenge: str
-
-    def url(self, target: Target) -> URL:
-        # Encoded as the worker sent it (scope.py checked every segment): GitHub decodes it.
-        query = f"?{target.query}" if target.query else ""
-        return URL(self.base + target.path + query, encoded=True)
-
-
-def _git_basic(token: str) -> str:
-    return aiohttp.encode_basic_auth("x-access-token", token)
 
 
 def capability_in(authorization: str | None) -> str | None:
@@ -100,28 +85,6 @@ def capability_in(authorization: str | None) -> str | None:
     return password or user or None
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _Body:
-    """The worker's body on its way to GitHub: counted, and cut off past the limit."""
-
-    def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
-        self._content = content
-        self._limit = limit
-        self.sent = 0
-        self.too_large = False
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in self._content.iter_chunked(CHUNK_BYTES):
-            self.sent += len(chunk)
-            if self.sent > self._limit:
-                self.too_large = True
-                raise _BodyTooLarge
-            yield chunk
-
-
 @dataclass
 class _Relayed:
     response: web.StreamResponse
@@ -131,48 +94,20 @@ class _Relayed:
 
 
 class GitHubProxy:
-    """The handlers of /github/api and /github/git, and what they share: one session to
-    GitHub (no cookies kept, bodies left as GitHub encoded them) and the rate limits."""
+    """The handlers of /github/api and /github/git, and what they share: the session to
+    GitHub (upstream.py), the rate limits and the tokens in use."""
 
     def __init__(self, config: GitHubProxyConfig, *, api_base_url: str) -> None:
         self.config = config
         self.limits = RateLimiter(config.requests_per_minute)
         self._tokens = ProxyTokens()
         self._session: aiohttp.ClientSession | None = None
-        self._upstreams = {
-            Route.API: _Upstream(
-                route=Route.API,
-                base=api_base_url,
-                prefix=scope.API_PREFIX,
-                authorization=lambda token: f"Bearer {token}",
-                max_body_bytes=config.max_api_body_bytes,
-                challenge='Bearer realm="ghvault"',
-            ),
-            Route.GIT: _Upstream(
-                route=Route.GIT,
-                base=config.git_base_url,
-                prefix=scope.GIT_PREFIX,
-                authorization=_git_basic,
-                max_body_bytes=config.max_git_body_bytes,
-                challenge='Basic realm="ghvault"',
-            ),
-        }
+        self._upstreams = upstreams(config, api_base_url=api_base_url)
 
     async def session_context(self, app: web.Application) -> AsyncIterator[None]:
         """A cleanup context: the session lives as long as the app."""
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=app[SETTINGS].github_timeout_seconds,
-            sock_read=self.config.idle_timeout_seconds,
-        )
-        async with aiohttp.ClientSession(
-            timeout=timeout,
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            # Only what the worker sent: an Accept-Encoding added here would come back
-            # compressed to a worker that never asked for it.
-            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
-            read_bufsize=CHUNK_BYTES,
+        async with new_session(
+            config=self.config, connect_timeout=app[SETTINGS].github_timeout_seconds
         ) as session:
             self._session = session
             yield
@@ -191,7 +126,7 @@ class GitHubProxy:
         return await self._relay(request, self._upstreams[Route.GIT], target)
 
     async def _relay(
-        self, request: web.Request, upstream: _Upstream, target: Target | Refused
+        self, request: web.Request, upstream: Upstream, target: Target | Refused
     ) -> web.StreamResponse:
         started = time.perf_counter()
         relayed = await self._answer(request, upstream, target)
@@ -206,7 +141,7 @@ class GitHubProxy:
         return relayed.response
 
     async def _answer(
-        self, request: web.Request, upstream: _Upstream, target: Target | Refused
+        self, request: web.Request, upstream: Upstream, target: Target | Refused
     ) -> _Relayed:
         if isinstance(target, Refused):
             return self._refuse(upstream, target)
@@ -253,7 +188,7 @@ class GitHubProxy:
     async def _forward(
         self,
         request: web.Request,
-        upstream: _Upstream,
+        upstream: Upstream,
         target: Target,
         capability: Capability,
         access_token: str,
@@ -266,7 +201,7 @@ class GitHubProxy:
         if upstream.route is Route.API:
             # Uncompressed, so the URL fields of JSON answers can be rewritten on the way.
             headers["Accept-Encoding"] = "identity"
-        body = _Body(request.content, upstream.max_body_bytes)
+        body = RequestBody(request.content, upstream.max_body_bytes)
         try:
             answer = await self._session.request(
                 request.method,
@@ -293,9 +228,7 @@ class GitHubProxy:
         relayed.sent = body.sent
         return relayed
 
-    def _unreachable(
-        self, request: web.Request, upstream: _Upstream, exc: BaseException
-    ) -> Refused:
+    def _unreachable(self, request: web.Request, upstream: Upstream, exc: BaseException) -> Refused:
         logger.warning(
             "request %s: GitHub (%s) did not answer: %s",
             request[REQUEST_ID],
@@ -309,7 +242,7 @@ class GitHubProxy:
     async def _stream_back(
         self,
         request: web.Request,
-        upstream: _Upstream,
+        upstream: Upstream,
         target: Target,
         answer: aiohttp.ClientResponse,
     ) -> _Relayed:
@@ -319,7 +252,7 @@ class GitHubProxy:
             repository=target.repository,
         )
         headers = forwarding.to_worker(answer.headers, back)
-        fields = forwarding.JsonUrlFields(back) if _rewritable(upstream, answer) else None
+        fields = forwarding.JsonUrlFields(back) if rewritable(upstream, answer) else None
         if fields is not None:
             headers.popall("Content-Length", None)  # the rewritten body has its own length
         response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=headers)
@@ -327,7 +260,7 @@ class GitHubProxy:
         response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
         await response.prepare(request)
         received = 0
-        chunks = _answer_chunks(answer, fields)
+        chunks = answer_chunks(answer, fields)
         while True:
             try:
                 chunk = await anext(chunks)
@@ -364,7 +297,7 @@ class GitHubProxy:
             now=now,
         )
 
-    def _public(self, request: web.Request, upstream: _Upstream) -> str:
+    def _public(self, request: web.Request, upstream: Upstream) -> str:
         """Where the worker reaches this route of the proxy, for GitHub's links and redirects."""
         if self.config.public_url is not None:
             return self.config.public_url + upstream.prefix
@@ -372,11 +305,11 @@ class GitHubProxy:
             return f"{request.scheme}://{request.host}{upstream.prefix}"
         return upstream.prefix
 
-    def _too_large(self, upstream: _Upstream) -> Refused:
+    def _too_large(self, upstream: Upstream) -> Refused:
         message = f"The body is larger than this proxy takes ({upstream.max_body_bytes} bytes)."
         return Refused(413, message, "too_large")
 
-    def _refuse(self, upstream: _Upstream, refused: Refused) -> _Relayed:
+    def _refuse(self, upstream: Upstream, refused: Refused) -> _Relayed:
         """ghvault's own answer: JSON as GitHub's errors are for the API, text for git."""
         headers = {"WWW-Authenticate": upstream.challenge} if refused.status == 401 else {}
         if upstream.route is Route.API:
@@ -388,29 +321,6 @@ class GitHubProxy:
                 text=refused.message + "\n", status=refused.status, headers=headers
             )
         return _Relayed(response, refused.outcome)
-
-
-async def _answer_chunks(
-    answer: aiohttp.ClientResponse, fields: forwarding.JsonUrlFields | None
-) -> AsyncIterator[bytes]:
-    """GitHub's body as it arrives, its URL fields rewritten when `fields` is given."""
-    while chunk := await answer.content.readany():
-        if fields is not None:
-            chunk = fields.feed(chunk)
-        if chunk:
-            yield chunk
-    if fields is not None and (rest := fields.end()):
-        yield rest
-
-
-def _rewritable(upstream: _Upstream, answer: aiohttp.ClientResponse) -> bool:
-    """A REST answer in JSON, as GitHub sent it (the proxy asks for it uncompressed)."""
-    encoding = answer.headers.get("Content-Encoding", "identity").lower()
-    return (
-        upstream.route is Route.API
-        and answer.content_type.endswith("json")
-        and (encoding == "identity")
-    )
 
 
 def _outcome(status: int) -> str:
