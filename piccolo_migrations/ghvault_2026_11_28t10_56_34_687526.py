@@ -17,6 +17,8 @@ from piccolo.columns.defaults.uuid import UUID4
 from piccolo.columns.indexes import IndexMethod
 from piccolo.table import Table
 
+from server.storage.rollback import RefuseToDropRows
+
 
 class User(Table, tablename="users", schema=None):
     id = Text(
@@ -38,7 +40,9 @@ DESCRIPTION = "Initial schema: users, tokens, audit events, connect states, webh
 
 
 async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="ghvault", description=DESCRIPTION)
+    # Undoing it would drop every user, token and audit event: refused while there are
+    # any, unless the operator asks for it.
+    manager = RefuseToDropRows(migration_id=ID, app_name="ghvault", description=DESCRIPTION)
 
     manager.add_table(
         class_name="GithubWebhookDelivery",

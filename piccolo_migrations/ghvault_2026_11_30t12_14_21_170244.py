@@ -1,9 +1,15 @@
-"""Signed webhook bodies already acted on, so a replay under a new delivery id changes nothing."""
+"""Signed webhook bodies already acted on, so a replay under a new delivery id changes nothing.
+
+Undoing this migration keeps the table and its rows (KeepTablesOnRollback): a
+rollback and a migration forwards again must not make a captured body act twice.
+"""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.columns.column_types import Text, Timestamptz
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.columns.indexes import IndexMethod
+
+from server.storage.rollback import KeepTablesOnRollback
 
 ID = "2026-11-30T12:14:21:170244"
 VERSION = "1.38.0"
@@ -11,7 +17,7 @@ DESCRIPTION = "Signed webhook bodies already acted on (replay protection)"
 
 
 async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="ghvault", description=DESCRIPTION)
+    manager = KeepTablesOnRollback(migration_id=ID, app_name="ghvault", description=DESCRIPTION)
 
     manager.add_table(
         class_name="GithubWebhookPayload",

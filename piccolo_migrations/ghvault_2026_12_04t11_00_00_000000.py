@@ -1,7 +1,9 @@
 """GitHub capabilities: what the proxy redeems, stored as a hash, deleted with its token.
 
 Depends only on the initial schema (the token table it references), so it
-applies before or after any other migration of the same day.
+applies before or after any other migration of the same day. Undoing it
+drops the table only while it is empty, or when asked (server/storage/rollback.py):
+rows there are live capabilities, or expired ones the audit log refers to.
 """
 
 from enum import Enum
@@ -13,6 +15,8 @@ from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.columns.defaults.uuid import UUID4
 from piccolo.columns.indexes import IndexMethod
 from piccolo.table import Table
+
+from server.storage.rollback import RefuseToDropRows
 
 
 class UserGithubAppToken(Table, tablename="user_github_app_tokens", schema=None):
@@ -35,7 +39,7 @@ DESCRIPTION = "GitHub capabilities: short-lived stand-ins for a token, redeemed 
 
 
 async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="ghvault", description=DESCRIPTION)
+    manager = RefuseToDropRows(migration_id=ID, app_name="ghvault", description=DESCRIPTION)
 
     manager.add_table(
         class_name="GithubCapability",

@@ -47,7 +47,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=_serve)
 
-    migrate = commands.add_parser("migrate", help="run every pending migration (forwards all)")
+    migrate = commands.add_parser(
+        "migrate", help="run every pending migration (forwards all), or undo some (--backwards)"
+    )
+    migrate.add_argument(
+        "--backwards",
+        metavar="MIGRATION_ID",
+        help="undo the migrations from this one (or `all`) to the latest",
+    )
+    migrate.add_argument(
+        "--drop-data",
+        action="store_true",
+        help="with --backwards: undo even migrations whose tables hold rows, dropping them",
+    )
     migrate.set_defaults(run=_migrate)
 
     token = commands.add_parser("dev-token", help="mint a JWT from AUTH_JWT_SECRET")
@@ -285,15 +297,40 @@ def _serve_one(host: str, port: int, *, reuse_port: bool = False) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    database = parse_database_url(os.environ.get("DATABASE_URL"))
-    if database.sqlite_path is not None:
-        database.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    if args.drop_data and not args.backwards:
+        print("ghvault: --drop-data only goes with --backwards", file=sys.stderr)
+        return 2
+    # A bad DATABASE_URL is one line here, not a traceback from importing piccolo_conf;
+    # the engine creates a missing SQLite file (and its folder) private.
+    parse_database_url(os.environ.get("DATABASE_URL"))
     # Piccolo finds its configuration by import: the piccolo_conf module ships
     # beside the `server` package.
     os.environ.setdefault("PICCOLO_CONF", "piccolo_conf")
+    if args.backwards:
+        return _migrate_backwards(args.backwards, drop_data=args.drop_data)
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
     result = asyncio.run(run_forwards(app_name="all"))
+    if not result.success:
+        print(f"ghvault: migration failed: {result.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _migrate_backwards(migration_id: str, *, drop_data: bool) -> int:
+    from piccolo.apps.migrations.commands.backwards import run_backwards
+
+    from server.storage.rollback import DROP_DATA_VARIABLE, RollbackWouldDropData
+
+    if drop_data:
+        os.environ[DROP_DATA_VARIABLE] = "yes"
+    try:
+        result = asyncio.run(
+            run_backwards(app_name="ghvault", migration_id=migration_id, auto_agree=True)
+        )
+    except RollbackWouldDropData as exc:
+        print(f"\nghvault: {exc}", file=sys.stderr)
+        return 1
     if not result.success:
         print(f"ghvault: migration failed: {result.message}", file=sys.stderr)
         return 1

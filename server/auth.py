@@ -12,6 +12,7 @@ from server.config import JwtConfig
 from server.domain.enums import Role
 from server.identifiers import MAX_USER_ID_LENGTH, is_user_id
 from server.jwt_cache import VerifiedTokens
+from server.text import UNSTORABLE_TEXT, is_storable
 
 ROLE_VALUES = frozenset(role.value for role in Role)
 
@@ -95,13 +96,23 @@ def _principal_from_claims(claims: dict[str, object], role_claim: str) -> Princi
         # Checked like a userId argument, before the principal can reach storage.
         raise AuthenticationError(f"JWT sub must be 1 to {MAX_USER_ID_LENGTH} printable characters")
     parsed_role = _role(claims, role_claim)
-    email, name = claims.get("email"), claims.get("name")
+    email, name = _profile_claim(claims, "email"), _profile_claim(claims, "name")
     return Principal(
         id=sub,
         role=parsed_role,
-        email=email if isinstance(email, str) else None,
-        name=name if isinstance(name, str) else None,
+        email=email,
+        name=name,
     )
+
+
+def _profile_claim(claims: dict[str, object], name: str) -> str | None:
+    """An optional text claim; one no database can store refuses the token, like a bad sub."""
+    value = claims.get(name)
+    if not isinstance(value, str):
+        return None
+    if not is_storable(value):
+        raise AuthenticationError(f"JWT claim {name} must not contain {UNSTORABLE_TEXT}")
+    return value
 
 
 def _role(claims: dict[str, object], role_claim: str) -> Role:

@@ -26,6 +26,9 @@ from urllib.parse import urlencode
 import aiohttp
 from yarl import URL
 
+from server.bodies import read_at_most
+from server.text import is_storable
+
 logger = logging.getLogger("ghvault.github")
 
 API_VERSION = "2022-11-28"
@@ -34,6 +37,10 @@ USER_AGENT = "ghvault"
 # GitHub warns that token lengths may change, so only the prefix and alphabet are pinned.
 _ACCESS_TOKEN_RE = re.compile(r"ghu_[A-Za-z0-9_]{1,251}")
 _REFRESH_TOKEN_RE = re.compile(r"ghr_[A-Za-z0-9_]{1,251}")
+# GitHub's answers to these requests are at most a few KB. A larger one is not read
+# (memory) nor parsed: json.loads holds the event loop (and the GIL, so a thread would
+# not help) for ~130 ms per MB of `[],[],...`, and under 1 ms at this size.
+MAX_ANSWER_BYTES = 64 * 1024
 # OAuth error codes are echoed into exception messages, so anything unexpected is replaced.
 _ERROR_CODE_RE = re.compile(r"[a-z0-9_]{1,64}")
 
@@ -228,7 +235,8 @@ class GitHubClient:
             or isinstance(user_id, bool)
             or not isinstance(login, str)
             or not login
-            or not (email is None or isinstance(email, str))
+            or not is_storable(login)
+            or not (email is None or (isinstance(email, str) and is_storable(email)))
         ):
             raise GitHubUnavailable("GitHub answered /user with an unexpected shape")
         return GitHubUser(id=str(user_id), login=login, email=email)
@@ -277,7 +285,8 @@ class GitHubClient:
 
     async def _fetch(self, endpoint: str, method: str, url: str | URL, **kwargs: Any) -> _Answer:
         """Send one request and read the whole (small) body, so every transport failure,
-        including one while reading, surfaces here as GitHubUnavailable.
+        including one while reading, surfaces here as GitHubUnavailable. A body past
+        MAX_ANSWER_BYTES is not GitHub's kind of answer: it is refused, unread, likewise.
 
         Causes are dropped (``from None``): aiohttp errors can hold the request headers and
         JSON errors the body, either of which may carry a token into a logged traceback.
@@ -286,7 +295,10 @@ class GitHubClient:
         try:
             # Never follow redirects: a hop elsewhere could carry the token or secret along.
             async with self._session.request(method, url, allow_redirects=False, **kwargs) as resp:
-                body = await resp.read()
+                body = await read_at_most(resp.content, resp.content_length, MAX_ANSWER_BYTES)
+                if body is None:
+                    # Not waiting for the rest: the connection goes, not back to the pool.
+                    resp.close()
         except TimeoutError:
             elapsed = time.monotonic() - started
             logger.warning("github %s timed out after %.3fs", endpoint, elapsed)
@@ -299,6 +311,12 @@ class GitHubClient:
             self._observer.request_done(endpoint, "unreachable", elapsed)
             raise GitHubUnavailable(f"GitHub could not be reached ({kind})") from None
         elapsed = time.monotonic() - started
+        if body is None:
+            logger.warning(
+                "github %s answered more than %d bytes; refused", endpoint, MAX_ANSWER_BYTES
+            )
+            self._observer.request_done(endpoint, "too_large", elapsed)
+            raise GitHubUnavailable(f"GitHub answered with more than {MAX_ANSWER_BYTES} bytes")
         logger.debug("github %s answered %s after %.3fs", endpoint, resp.status, elapsed)
         self._observer.request_done(endpoint, str(resp.status), elapsed)
         return _Answer(status=resp.status, headers=resp.headers, body=body)
@@ -328,7 +346,7 @@ def _raise_for_api_status(answer: _Answer) -> None:
 def _json_object(answer: _Answer) -> dict[str, Any]:
     try:
         body = json.loads(answer.body)
-    except ValueError:  # includes json.JSONDecodeError and UnicodeDecodeError
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested past the stack
         raise GitHubUnavailable("GitHub answered with a body that is not JSON") from None
     if not isinstance(body, dict):
         raise GitHubUnavailable("GitHub answered with JSON that is not an object")

@@ -105,6 +105,7 @@ async def database(
     if request.param == "sqlite":
         path = tmp_path / "ghvault.sqlite"
         shutil.copyfile(sqlite_template, path)
+        path.chmod(0o600)  # as ghvault creates it: a copy gets the umask's mode
         engine: Engine[Any] = PooledSQLiteEngine(path=str(path))
         database = Database("sqlite", engine, f"sqlite:///{path}", sqlite_path=path)
     else:

@@ -20,7 +20,7 @@ import secrets
 import string
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -92,7 +92,12 @@ class FakeGitHub:
     """State and HTTP handlers of the fake; the switches below are meant to be set by tests.
 
     ``fail_with_status``: when set, every endpoint answers that status with an HTML body.
+    ``fail_endpoints``: the same for the named endpoints only ({"revoke_grant": 503}).
     ``hang_seconds``: when positive, every endpoint waits that long before answering.
+    ``oversized_answer_bytes``: when positive, every endpoint answers 200 with a JSON
+    body of that many bytes.
+    ``after_revoke``: when set, awaited after a revoke_grant request did its work and
+    before it is answered: what happens while GitHub is slow to answer a revocation.
     ``calls``: requests received per endpoint ("exchange", "refresh", "user",
     "revoke_grant"), counted on arrival, so failed and hung requests count too.
     ``repos``: the REST endpoints of repositories and issues (tests/fake_github_repos.py).
@@ -107,7 +112,10 @@ class FakeGitHub:
         self._by_access: dict[str, _Pair] = {}
         self._by_refresh: dict[str, _Pair] = {}
         self.fail_with_status: int | None = None
+        self.fail_endpoints: dict[str, int] = {}
         self.hang_seconds: float = 0.0
+        self.oversized_answer_bytes = 0
+        self.after_revoke: Callable[[], Awaitable[None]] | None = None
         self.calls: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
@@ -180,8 +188,15 @@ class FakeGitHub:
             self._by_access.clear()
             self._by_refresh.clear()
             self.calls.clear()
+        self.reset_switches()
+
+    def reset_switches(self) -> None:
+        """Answer normally again."""
         self.fail_with_status = None
+        self.fail_endpoints = {}
         self.hang_seconds = 0.0
+        self.oversized_answer_bytes = 0
+        self.after_revoke = None
 
     # Serving
 
@@ -257,10 +272,14 @@ class FakeGitHub:
                 pass
             else:
                 return web.Response(status=503, text="shutting down")
-        if self.fail_with_status is not None:
+        if self.oversized_answer_bytes > 0:
+            padding = " " * (self.oversized_answer_bytes - 2)
+            return web.Response(text="{" + padding + "}", content_type="application/json")
+        status = self.fail_endpoints.get(endpoint, self.fail_with_status)
+        if status is not None:
             return web.Response(
-                status=self.fail_with_status,
-                text=f"<html><body><h1>{self.fail_with_status}</h1></body></html>",
+                status=status,
+                text=f"<html><body><h1>{status}</h1></body></html>",
                 content_type="text/html",
             )
         return None
@@ -367,6 +386,8 @@ class FakeGitHub:
             for other in list(self._by_access.values()):
                 if (other.client_id, other.user_id) == (pair.client_id, pair.user_id):
                     self._drop_pair(other)
+        if self.after_revoke is not None:
+            await self.after_revoke()
         return web.Response(status=204)
 
 

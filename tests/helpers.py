@@ -163,9 +163,16 @@ def base_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def run_piccolo(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+def run_piccolo(
+    *args: str, database_url: str, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`piccolo ...` from the project root, as an operator runs it."""
-    env = {**os.environ, "DATABASE_URL": database_url, "PICCOLO_CONF": "piccolo_conf"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PICCOLO_CONF": "piccolo_conf",
+        **(extra_env or {}),
+    }
     return subprocess.run(
         [str(PICCOLO), *args],
         cwd=PROJECT_ROOT,

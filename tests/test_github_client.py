@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from server.github import (
+    MAX_ANSWER_BYTES,
     BadRefreshToken,
     BadVerificationCode,
     GitHubApp,
@@ -483,6 +484,132 @@ async def test_unexpected_shapes_are_unavailable(
     client = GitHubClient(session, oauth_base_url=base, api_base_url=base)
     with pytest.raises(GitHubUnavailable, match="not JSON"):
         await client.refresh(STANDARD, refresh_token="ghr_" + "a" * 76, now=NOW)
+    with pytest.raises(GitHubUnavailable, match="unexpected shape"):
+        await client.get_user("ghu_" + "a" * 36)
+
+
+def _grant_of_size(size: int) -> bytes:
+    """A well-formed grant padded with spaces to exactly `size` bytes."""
+    grant = json.dumps({"access_token": "ghu_" + "a" * 36, "token_type": "bearer"}).encode()
+    return grant[:-1] + b" " * (size - len(grant)) + b"}"
+
+
+class _Outcomes:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def request_done(self, endpoint: str, outcome: str, seconds: float) -> None:
+        self.seen.append((endpoint, outcome))
+
+    def refresh_done(self, outcome: str) -> None:
+        pass
+
+
+async def test_an_answer_past_the_ceiling_is_unavailable_and_one_at_it_is_read(
+    aiohttp_server: Callable[..., Awaitable[object]], session: aiohttp.ClientSession
+) -> None:
+    """GitHub's answers are read up to MAX_ANSWER_BYTES: one byte more is refused as
+    GitHub being unavailable (and counted as too_large), exactly that many are parsed."""
+    size = MAX_ANSWER_BYTES
+    routes = web.RouteTableDef()
+
+    @routes.post("/login/oauth/access_token")
+    async def token(request: web.Request) -> web.Response:
+        return web.Response(body=_grant_of_size(size), content_type="application/json")
+
+    server = await serve(aiohttp_server, routes)
+    base = str(server.make_url("")).rstrip("/")
+    outcomes = _Outcomes()
+    client = GitHubClient(session, oauth_base_url=base, api_base_url=base, observer=outcomes)
+
+    grant = await client.refresh(STANDARD, refresh_token="ghr_" + "b" * 76, now=NOW)
+    assert grant.access_token == "ghu_" + "a" * 36
+
+    size = MAX_ANSWER_BYTES + 1
+    with pytest.raises(GitHubUnavailable, match=f"more than {MAX_ANSWER_BYTES} bytes"):
+        await client.refresh(STANDARD, refresh_token="ghr_" + "b" * 76, now=NOW)
+    assert outcomes.seen == [("refresh", "200"), ("refresh", "too_large")]
+
+
+async def test_an_endless_answer_is_given_up_without_reading_it(
+    aiohttp_server: Callable[..., Awaitable[object]], session: aiohttp.ClientSession
+) -> None:
+    """An answer without Content-Length that never ends (64 MB here) is refused once the
+    ceiling is passed: the client goes away long before GitHub is done sending."""
+    total = 64 * 1024 * 1024
+    sent = 0
+    finished = asyncio.Event()
+    routes = web.RouteTableDef()
+
+    @routes.get("/user")
+    async def user(request: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        chunk = b" " * (256 * 1024)
+        try:
+            while sent < total:
+                await response.write(chunk)
+                sent += len(chunk)
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
+            pass
+        finally:
+            finished.set()
+        return response
+
+    server = await serve(aiohttp_server, routes)
+    base = str(server.make_url("")).rstrip("/")
+    client = GitHubClient(session, oauth_base_url=base, api_base_url=base)
+
+    with pytest.raises(GitHubUnavailable, match=f"more than {MAX_ANSWER_BYTES} bytes"):
+        await client.get_user("ghu_" + "a" * 36)
+    await finished.wait()
+    # What loopback buffers hold is all that went out after the client stopped reading.
+    assert sent < total // 4
+
+
+async def test_json_nested_past_the_stack_is_not_json(
+    aiohttp_server: Callable[..., Awaitable[object]], session: aiohttp.ClientSession
+) -> None:
+    """A small answer nested deeper than the parser's stack is GitHub misbehaving too."""
+    routes = web.RouteTableDef()
+
+    @routes.post("/login/oauth/access_token")
+    async def token(request: web.Request) -> web.Response:
+        return web.Response(body=b"[" * 50_000, content_type="application/json")
+
+    server = await serve(aiohttp_server, routes)
+    base = str(server.make_url("")).rstrip("/")
+    client = GitHubClient(session, oauth_base_url=base, api_base_url=base)
+    with pytest.raises(GitHubUnavailable, match="not JSON"):
+        await client.refresh(STANDARD, refresh_token="ghr_" + "b" * 76, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        {"id": USER_ID, "login": LOGIN, "email": "octo\ud800@example.com"},
+        {"id": USER_ID, "login": "octo\x00cat", "email": None},
+    ],
+    ids=["email-with-a-lone-surrogate", "login-with-a-nul"],
+)
+async def test_user_text_no_database_can_store_is_unavailable(
+    aiohttp_server: Callable[..., Awaitable[object]],
+    session: aiohttp.ClientSession,
+    user: dict[str, object],
+) -> None:
+    """A /user answer whose text could not be stored is GitHub misbehaving, not a crash
+    at the database."""
+    routes = web.RouteTableDef()
+
+    @routes.get("/user")
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(user)
+
+    server = await serve(aiohttp_server, routes)
+    base = str(server.make_url("")).rstrip("/")
+    client = GitHubClient(session, oauth_base_url=base, api_base_url=base)
     with pytest.raises(GitHubUnavailable, match="unexpected shape"):
         await client.get_user("ghu_" + "a" * 36)
 

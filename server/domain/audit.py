@@ -130,6 +130,17 @@ async def list_events(
     return paginate([_entry(row) for row in rows], first, lambda event: encode_cursor(event.id))
 
 
+async def newest_events(user_id: str, limit: int) -> list[AuditEntry]:
+    """The user's latest `limit` events, newest first (the (subject_user_id, id) index)."""
+    rows = (
+        await AuditEventRow.select()
+        .where(AuditEventRow.subject_user_id == user_id)
+        .order_by(AuditEventRow.id, ascending=False)
+        .limit(limit)
+    )
+    return [_entry(row) for row in rows]
+
+
 def _entry(row: dict[str, Any]) -> AuditEntry:
     detail = row["detail"]
     return AuditEntry(

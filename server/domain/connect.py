@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from server.auth import Principal
 from server.crypto import Keyring
-from server.domain.enums import AppType, ErrorCode
+from server.domain import audit
+from server.domain.disconnect import revoke_grant_at_github
+from server.domain.enums import AppType, AuditAction, ErrorCode
 from server.domain.errors import Refusal
 from server.domain.github_access import GitHubAccess, not_configured
 from server.domain.tokens import StoredToken, StoreTokenInput, store_token
 from server.domain.users import ensure_user
 from server.github import BadVerificationCode, GitHubError, pkce_pair
-from server.storage.tables import OAuthState
+from server.storage.tables import OAuthState, User
 from server.storage.transactions import for_update, write_transaction
 
 STATE_TTL = timedelta(minutes=10)
 MAX_REDIRECT_URI_LENGTH = 2048
+# States a user holds at once (a few tabs, both apps); a new one replaces the oldest,
+# so asking again and again cannot grow the table.
+MAX_STATES_PER_USER = 5
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,10 @@ async def start_connect(
     expires_at = now + STATE_TTL
     async with write_transaction():
         await ensure_user(principal.id, now=now, email=principal.email, display_name=principal.name)
+        # One start of a user at a time (PostgreSQL), so two cannot both find room.
+        await for_update(User.select(User.id).where(User.id == principal.id))
+        await _forget_expired(now)
+        await _make_room(principal.id)
         await OAuthState.insert(
             OAuthState(
                 state_hash=_state_hash(state),
@@ -97,6 +108,27 @@ async def start_connect(
     )
 
 
+async def _forget_expired(now: datetime) -> None:
+    """Delete every expired state, whoever's, and the PKCE verifier with it."""
+    await OAuthState.delete().where(OAuthState.expires_at <= now)
+
+
+async def _make_room(user_id: str) -> None:
+    """Leave the user at most MAX_STATES_PER_USER - 1 states, the newest: the oldest go."""
+    kept = (
+        await OAuthState.select(OAuthState.state_hash)
+        .where(OAuthState.user_id == user_id)
+        .order_by(OAuthState.created_at, OAuthState.state_hash, ascending=False)
+        .limit(MAX_STATES_PER_USER - 1)
+    )
+    if len(kept) < MAX_STATES_PER_USER - 1:
+        return
+    await OAuthState.delete().where(
+        (OAuthState.user_id == user_id)
+        & OAuthState.state_hash.not_in([row["state_hash"] for row in kept])
+    )
+
+
 @dataclass(frozen=True)
 class _ClaimedState:
     app_type: AppType
@@ -110,6 +142,8 @@ async def _claim_state(principal: Principal, state: str, now: datetime) -> _Clai
         row = await for_update(
             OAuthState.select().where(OAuthState.state_hash == _state_hash(state))
         ).first()
+        # This one too when it expired: the answer below is all it is still good for.
+        await _forget_expired(now)
         if row is None:
             return Refusal(
                 ErrorCode.INVALID_STATE, "This state was not issued by this server.", "state"
@@ -173,7 +207,7 @@ async def complete_connect(
         return Refusal(
             ErrorCode.GITHUB_UNAVAILABLE, "GitHub could not complete the connection right now."
         )
-    return await store_token(
+    stored = await store_token(
         principal,
         StoreTokenInput(
             user_id=principal.id,
@@ -190,3 +224,38 @@ async def complete_connect(
         now=now,
         source="connect",
     )
+    if isinstance(stored, StoredToken) and stored.replaced_grant is not None:
+        await _revoke_replaced_grant(
+            principal,
+            stored.replaced_grant,
+            now=now,
+            keyring=keyring,
+            github=github_for[claimed.app_type],
+        )
+    return stored
+
+
+async def _revoke_replaced_grant(
+    principal: Principal,
+    replaced: Mapping[str, Any],
+    *,
+    now: datetime,
+    keyring: Keyring,
+    github: GitHubAccess,
+) -> None:
+    """Reconnected as another GitHub account: the previous account's grant, whose tokens
+    ghvault no longer holds, is revoked at GitHub (best effort) and the outcome audited."""
+    outcome = await revoke_grant_at_github(replaced, keyring=keyring, github=github)
+    async with write_transaction():
+        await audit.record(
+            AuditAction.TOKEN_DISCONNECTED,
+            actor=principal,
+            now=now,
+            subject_user_id=principal.id,
+            app_type=AppType(replaced["github_app_type"]),
+            detail={
+                "github": outcome,
+                "revoked_at_github": outcome == "revoked",
+                "reason": "reconnected_as_another_github_account",
+            },
+        )

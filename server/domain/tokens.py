@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -52,6 +53,9 @@ class StoreTokenInput:
 @dataclass(frozen=True)
 class StoredToken:
     token: TokenStatus
+    # The row this store replaced when it held a live token of another GitHub account:
+    # that account's grant is still live at GitHub (the connect flow revokes it).
+    replaced_grant: Mapping[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -134,13 +138,20 @@ def slot_of(row: Mapping[str, Any], kind: TokenKind) -> TokenSlot:
     return TokenSlot(row["user_id"], row["github_app_type"], row["github_user_id"], kind.value)
 
 
+# asyncpg writes the first and last instants Python has as PostgreSQL's
+# -infinity and infinity, which read back as naive datetimes.
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
 def _fits_in_utc(value: datetime) -> bool:
-    """Whether the time is storable: 9999-12-31T23:00-02:00 is past year 9999 in UTC."""
+    """Whether the time is storable and reads back as stored on both engines
+    (9999-12-31T23:00-02:00, for one, is past year 9999 in UTC)."""
     try:
-        value.astimezone(UTC)
+        in_utc = value.astimezone(UTC)
     except OverflowError:
         return False
-    return True
+    return _EARLIEST < in_utc < _LATEST
 
 
 ALREADY_CONNECTED = Refusal(
@@ -192,7 +203,7 @@ async def _store_locked(
     await _update_profile(data)
     if await _connected_to_another_user(data):
         return ALREADY_CONNECTED
-    version = await _upsert_token_row(data, _token_values(data, keyring, now), now)
+    version, replaced = await _upsert_token_row(data, _token_values(data, keyring, now), now)
     await audit.record(
         AuditAction.TOKEN_STORED,
         actor=actor,
@@ -206,7 +217,18 @@ async def _store_locked(
             "source": source,
         },
     )
-    return StoredToken(await token_status(data.user_id, data.app_type, now))
+    return StoredToken(
+        await token_status(data.user_id, data.app_type, now),
+        replaced_grant=_grant_of_another_account(replaced, data),
+    )
+
+
+def _grant_of_another_account(
+    replaced: Mapping[str, Any] | None, data: StoreTokenInput
+) -> Mapping[str, Any] | None:
+    if replaced is None or replaced["access_token_encrypted"] is None:
+        return None
+    return replaced if replaced["github_user_id"] != data.github_user_id else None
 
 
 async def _lock_user_and_check_purged(user_id: str) -> bool:
@@ -265,13 +287,21 @@ def _token_values(data: StoreTokenInput, keyring: Keyring, now: datetime) -> dic
     }
 
 
-async def _upsert_token_row(data: StoreTokenInput, values: dict[Column, Any], now: datetime) -> int:
-    """Insert the row, or update it with the next credential_version; returns that version."""
+async def _upsert_token_row(
+    data: StoreTokenInput, values: dict[Column, Any], now: datetime
+) -> tuple[int, dict[str, Any] | None]:
+    """Insert the row, or update it with the next credential_version; returns that
+    version, and the row as it was before when there was one."""
     by_name = {column._meta.name: value for column, value in values.items()}
     existing = await for_update(
-        Token.select(Token.id, Token.credential_version).where(
-            Token.of(data.user_id, data.app_type)
-        )
+        Token.select(
+            Token.id,
+            Token.credential_version,
+            Token.user_id,
+            Token.github_app_type,
+            Token.github_user_id,
+            Token.access_token_encrypted,
+        ).where(Token.of(data.user_id, data.app_type))
     ).first()
     if existing is None:
         await Token.insert(
@@ -283,10 +313,10 @@ async def _upsert_token_row(data: StoreTokenInput, values: dict[Column, Any], no
                 **by_name,
             )
         )
-        return 1
+        return 1, None
     version: int = existing["credential_version"] + 1
     await Token.update(credential_version=version, **by_name).where(Token.id == existing["id"])
-    return version
+    return version, existing
 
 
 async def revoke_token(
@@ -315,16 +345,37 @@ async def revoke_token(
         already_revoked = row["revoked_at"] is not None
         if not already_revoked:
             await mark_revoked(row["id"], row["credential_version"], reason, now)
-        await audit.record(
-            AuditAction.TOKEN_REVOKED,
-            actor=actor,
-            now=now,
-            subject_user_id=target,
-            app_type=app_type,
-            detail={"reason": reason.value, "already_revoked": already_revoked},
-        )
+        if not already_revoked or not await _noop_revoke_recorded(actor, target, app_type):
+            await audit.record(
+                AuditAction.TOKEN_REVOKED,
+                actor=actor,
+                now=now,
+                subject_user_id=target,
+                app_type=app_type,
+                detail={"reason": reason.value, "already_revoked": already_revoked},
+            )
         status = await token_status(target, app_type, now)
     return Revocation(token=status, already_revoked=already_revoked)
+
+
+# How far back a no-op revoke looks for its own earlier record: the subject's newest
+# events, room for both app types and a few admins between two changes of a token.
+NOOP_REVOKE_LOOKBACK = 10
+
+
+async def _noop_revoke_recorded(actor: Principal, user_id: str, app_type: AppType) -> bool:
+    """Whether this actor's revoke of an already revoked token is in the log since the
+    token last changed. Repeats of it are not recorded again: asking again and again
+    cannot grow the log, and each actor's first try still shows."""
+    for event in await audit.newest_events(user_id, NOOP_REVOKE_LOOKBACK):
+        if event.app_type is not app_type:
+            continue
+        detail = json.loads(event.detail) if event.detail else {}
+        if event.action is not AuditAction.TOKEN_REVOKED or not detail.get("already_revoked"):
+            return False  # the token changed since: this try is news
+        if (event.actor_role, event.actor_id) == (actor.role, actor.id):
+            return True
+    return False
 
 
 async def mark_revoked(

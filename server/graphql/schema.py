@@ -37,7 +37,7 @@ from server.graphql import (
 from server.graphql.budget import DocumentBudget
 from server.graphql.errors import RedactErrors, log_error
 from server.graphql.operation_log import OperationLog
-from server.graphql.rules import NoNulCharacters
+from server.graphql.rules import NoUnstorableText
 from server.graphql.subscriptions import Subscription
 from server.graphql.types import graphql_core_schema
 from server.graphql.variables import CheckVariables
@@ -160,7 +160,7 @@ def create_schema(
     # Strawberry constructs extensions per request; the validation cache keys
     # on the rule classes, so they are made once here or the cache never hits.
     rules = [
-        NoNulCharacters,
+        NoUnstorableText,
         *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
         *(() if introspection else DisableIntrospection().validation_rules),

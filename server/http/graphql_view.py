@@ -2,7 +2,7 @@
 
 An anonymous POST is answered from its headers alone: its body is never read,
 parsed or validated, so a stranger cannot make the server do GraphQL work.
-Bodies are decoded with bounds (UTF-8, nesting, no NUL) so malformed input is
+Bodies are decoded with bounds (UTF-8, nesting, only storable text) so malformed input is
 a 4xx saying what was wrong, never a 500.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import TypeGuard
 
@@ -44,6 +45,7 @@ from server.http.websocket import (
     connection_authorization,
     expiry_of,
 )
+from server.text import UNSTORABLE_TEXT, is_storable
 
 logger = logging.getLogger("ghvault.app")
 
@@ -67,23 +69,53 @@ def unauthenticated_response() -> web.Response:
 
 
 def check_json_shape(value: object) -> None:
-    """Refuse NUL characters and nesting beyond MAX_JSON_DEPTH, without recursing."""
-    pending: list[tuple[object, int]] = [(value, 1)]
+    """Refuse text no database can store and nesting beyond MAX_JSON_DEPTH, without recursing.
+
+    Every string of the body is checked, the document and every variable
+    alike, so no argument, now or added later, can bring such text to storage.
+    """
+    # (item, where it is, whether it is the name of a member rather than a value)
+    pending: list[tuple[object, JsonPath, bool]] = [(value, (), False)]
     while pending:
-        item, depth = pending.pop()
+        item, path, is_name = pending.pop()
         if isinstance(item, str):
-            # No id, login, token or URL holds a NUL, and PostgreSQL cannot compare one.
-            if "\x00" in item:
-                raise HTTPException(400, "GraphQL requests must not contain NUL characters")
+            if not is_storable(item):
+                where = f"in a name in {_path(path)}" if is_name else f"at {_path(path)}"
+                raise HTTPException(
+                    400, f"GraphQL requests must not contain {UNSTORABLE_TEXT} (found {where})"
+                )
             continue
         if not isinstance(item, dict | list):
             continue
-        if depth > MAX_JSON_DEPTH:
+        if len(path) >= MAX_JSON_DEPTH:
             raise HTTPException(
                 400, f"GraphQL requests must not nest deeper than {MAX_JSON_DEPTH} levels"
             )
-        children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
-        pending.extend((child, depth + 1) for child in children)
+        if isinstance(item, list):
+            pending.extend((child, (*path, index), False) for index, child in enumerate(item))
+            continue
+        for key, child in item.items():
+            pending.append((key, path, True))
+            pending.append((child, (*path, key), False))
+
+
+JsonPath = tuple[str | int, ...]
+# Names as GraphQL spells variables and input fields, as long as this schema's: no
+# other caller text (a token used as a name, say) is echoed.
+_ECHOED_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,31}")
+
+
+def _path(path: JsonPath) -> str:
+    """A place in the body, e.g. `variables.input.email`, in the schema's names only."""
+    where = "".join(
+        f"[{step}]"
+        if isinstance(step, int)
+        else f".{step}"
+        if _ECHOED_NAME.fullmatch(step)
+        else ".<name>"
+        for step in path
+    ).lstrip(".")
+    return where or "the request"
 
 
 async def authenticate_bearer(app: web.Application, authorization: str) -> Principal:

@@ -7,6 +7,7 @@ import logging
 
 from aiohttp import web
 
+from server.bodies import read_at_most
 from server.domain.webhook import handle_delivery, verify_signature
 from server.http.appkeys import CLOCK, METRICS, REQUEST_ID, SETTINGS
 
@@ -69,15 +70,7 @@ async def github_webhook(request: web.Request) -> web.Response:
 
 async def _read_body(request: web.Request) -> bytes | None:
     """The whole raw body (the signature covers every byte), or None past the cap."""
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_at_most(request.content, request.content_length, MAX_BODY_BYTES)
 
 
 def _counted(request: web.Request, result: str, response: web.Response) -> web.Response:

@@ -23,8 +23,6 @@ MIGRATIONS_FOLDER = Path(__file__).resolve().parents[2] / "piccolo_migrations"
 
 # Piccolo's bookkeeping table: one row per migration that ran, per app.
 _APPLIED = "SELECT name FROM migration WHERE app_name = 'ghvault'"
-_SQLITE_HAS_TABLE = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'migration'"
-_POSTGRES_HAS_TABLE = "SELECT to_regclass('migration') IS NOT NULL AS present"
 
 
 class DatabaseNotReady(Exception):
@@ -56,13 +54,18 @@ def _module_id(path: Path) -> str | None:
     return None
 
 
+async def has_table(engine: Engine[Any], name: str) -> bool:
+    """Whether the database has the table `name` (one of ghvault's, never a caller's)."""
+    if is_sqlite(engine):
+        query = f"SELECT name FROM sqlite_master WHERE type = 'table' AND name = '{name}'"  # noqa: S608
+        return bool(await engine.run_ddl(query))
+    found = await engine.run_ddl(f"SELECT to_regclass('{name}') IS NOT NULL AS present")
+    return bool(found[0]["present"])
+
+
 async def applied_migration_ids(engine: Engine[Any]) -> frozenset[str]:
     """The ids of the migrations that ran on the database; none when it was never migrated."""
-    if is_sqlite(engine):
-        has_table = bool(await engine.run_ddl(_SQLITE_HAS_TABLE))
-    else:
-        has_table = (await engine.run_ddl(_POSTGRES_HAS_TABLE))[0]["present"]
-    if not has_table:
+    if not await has_table(engine, "migration"):
         return frozenset()
     return frozenset(row["name"] for row in await engine.run_ddl(_APPLIED))
 

@@ -25,6 +25,7 @@ from piccolo.engine.sqlite import SQLiteEngine, TransactionType, dict_factory
 from piccolo.querystring import QueryString
 
 from server.storage.pooled_transactions import PooledSQLiteTransaction
+from server.storage.sqlite_files import create_private, warn_if_readable_by_others
 
 # A refresh holds SQLite's write lock while it waits for GitHub (at most the
 # GitHub timeout, 10 s by default); writers queued behind it must outwait that.
@@ -89,7 +90,7 @@ class PooledSQLiteEngine(SQLiteEngine):
     async def start_connection_pool(self) -> None:
         if self._slots is not None:
             return
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        warn_if_readable_by_others(Path(self.path))
         try:
             for _ in range(self.pool_size):
                 connection = await self._open()
@@ -138,6 +139,8 @@ class PooledSQLiteEngine(SQLiteEngine):
 
     async def _connect(self) -> aiosqlite.Connection:
         """A new connection with the pool's settings; closed again when they fail."""
+        # Created here, not by SQLite, so that it never exists with the umask's mode.
+        create_private(Path(self.path))
         connection = await aiosqlite.connect(**self.connection_kwargs)
         try:
             # aiosqlite types row_factory as a class; sqlite3 takes any callable.

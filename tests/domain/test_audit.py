@@ -124,3 +124,52 @@ async def test_a_change_whose_audit_event_fails_is_not_kept(
     rows = await database.fetch("SELECT user_id, revoked_at FROM user_github_app_tokens")
     assert rows == [{"user_id": "alice", "revoked_at": None}]
     assert await database.fetch("SELECT id FROM users WHERE id = 'bob'") == []
+
+
+async def _revoke_events(gql: GraphQLClient) -> list[tuple[str, bool]]:
+    """(actor id, already revoked) of alice's TOKEN_REVOKED events, newest first."""
+    events = await _events(gql, userId="alice", action="TOKEN_REVOKED")
+    return [(e["actorId"], json.loads(e["detail"])["already_revoked"]) for e in events]
+
+
+async def test_repeated_no_op_revokes_are_recorded_once(
+    gql: GraphQLClient, clock: MovableClock, database: Database
+) -> None:
+    """Revoking a revoked token again and again answers alreadyRevoked each time, but only
+    the first try of each actor is recorded until the token changes: a user cannot grow
+    the log by asking."""
+    await gql.data(STORE, store_input("alice", now=clock()), auth=SERVICE)
+    await gql.data(STORE, store_input("alice", now=clock(), app_type="LITE"), auth=SERVICE)
+    await gql.data(REVOKE, {"input": {}}, auth=ALICE)
+    await gql.data(REVOKE, {"input": {"appType": "LITE"}}, auth=ALICE)
+    count_before = len(await database.fetch("SELECT id FROM audit_events"))
+
+    for _ in range(20):
+        for app_type in ("STANDARD", "LITE"):
+            again = await gql.data(REVOKE, {"input": {"appType": app_type}}, auth=ALICE)
+            assert again["revokeToken"]["alreadyRevoked"] is True
+        await gql.data(REVOKE, {"input": {"userId": "alice"}}, auth=ADMIN)
+
+    # One no-op per app type for alice, one for the admin.
+    assert len(await database.fetch("SELECT id FROM audit_events")) == count_before + 3
+    assert (await _revoke_events(gql))[:3] == [("root", True), ("alice", True), ("alice", True)]
+
+
+async def test_a_no_op_revoke_after_a_change_is_recorded_again(
+    gql: GraphQLClient, clock: MovableClock
+) -> None:
+    """Once the token was stored (and revoked) anew, a no-op revoke is news again."""
+    await gql.data(STORE, store_input("alice", now=clock()), auth=SERVICE)
+    await gql.data(REVOKE, {"input": {}}, auth=ALICE)
+    await gql.data(REVOKE, {"input": {}}, auth=ALICE)
+    await gql.data(STORE, store_input("alice", now=clock()), auth=SERVICE)
+    await gql.data(REVOKE, {"input": {}}, auth=ALICE)
+    await gql.data(REVOKE, {"input": {}}, auth=ALICE)
+    await gql.data(REVOKE, {"input": {}}, auth=ALICE)
+
+    assert await _revoke_events(gql) == [
+        ("alice", True),
+        ("alice", False),
+        ("alice", True),
+        ("alice", False),
+    ]

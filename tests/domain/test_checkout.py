@@ -167,7 +167,7 @@ async def test_bad_refresh_token_revokes_the_row(
     assert '"reason": "bad_refresh_token"' in events[0]["node"]["detail"]
 
 
-@pytest.mark.parametrize("fault", ["http_502", "timeout"])
+@pytest.mark.parametrize("fault", ["http_502", "timeout", "oversized_answer"])
 async def test_github_trouble_leaves_the_row_exactly_as_it_was(
     gql: GraphQLClient,
     clock: MovableClock,
@@ -175,11 +175,14 @@ async def test_github_trouble_leaves_the_row_exactly_as_it_was(
     database: Database,
     fault: str,
 ) -> None:
-    """5xx or a timeout during refresh: GITHUB_UNAVAILABLE, row byte-for-byte unchanged."""
+    """5xx, a timeout or an answer too large to be GitHub's during refresh:
+    GITHUB_UNAVAILABLE, row byte-for-byte unchanged."""
     await _store_live_token(gql, fake_github, clock(), expires_in=timedelta(minutes=1))
     before = await _row(database)
     if fault == "http_502":
         fake_github.fail_with_status = 502
+    elif fault == "oversized_answer":
+        fake_github.oversized_answer_bytes = 2 * 1024 * 1024
     else:
         fake_github.hang_seconds = GITHUB_TIMEOUT_SECONDS + 1
 
@@ -187,8 +190,7 @@ async def test_github_trouble_leaves_the_row_exactly_as_it_was(
 
     assert result["code"] == "GITHUB_UNAVAILABLE"
     assert await _row(database) == before
-    fake_github.fail_with_status = None
-    fake_github.hang_seconds = 0
+    fake_github.reset_switches()
     recovered = await _checkout(gql)
     assert recovered["refreshed"] is True
 

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from server.domain.connect import MAX_STATES_PER_USER, STATE_TTL
 from server.domain.enums import Role
 from tests.fake_github import LITE_APP, STANDARD_APP, FakeGitHub
 from tests.helpers import (
@@ -396,3 +397,163 @@ async def test_an_unparseable_redirect_uri_is_invalid_input(
         auth=bearer("alice", Role.USER),
     )
     assert body["data"]["startGithubConnect"] == {"code": "INVALID_INPUT", "field": "redirectUri"}
+
+
+async def _states(database: Database) -> list[dict[str, Any]]:
+    return await database.fetch(
+        "SELECT user_id, code_verifier FROM oauth_states ORDER BY created_at"
+    )
+
+
+async def test_a_user_holds_at_most_five_states_and_a_new_one_replaces_the_oldest(
+    gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub, database: Database
+) -> None:
+    """Make sure a sixth start replaces the user's oldest state (which then no longer
+    completes), keeps the five newest usable, and leaves other users' states alone."""
+    bobs = await start(gql, BOB)
+    started = []
+    for _ in range(MAX_STATES_PER_USER + 1):
+        clock.advance(timedelta(seconds=1))
+        started.append(await start(gql))
+
+    rows = await _states(database)
+    assert [row["user_id"] for row in rows].count("alice") == MAX_STATES_PER_USER
+    assert [row["user_id"] for row in rows].count("bob") == 1
+    oldest = await complete(gql, approve(fake_github, started[0]), started[0]["state"])
+    assert (oldest["__typename"], oldest["code"]) == ("OperationError", "INVALID_STATE")
+    newest = await complete(gql, approve(fake_github, started[-1]), started[-1]["state"])
+    assert newest["__typename"] == "CompleteGithubConnectSuccess"
+    bob = await complete(
+        gql, approve(fake_github, bobs, github_user_id=1001, login="bob-gh"), bobs["state"], BOB
+    )
+    assert bob["__typename"] == "CompleteGithubConnectSuccess"
+
+
+async def test_a_flood_of_aliased_starts_keeps_at_most_five_states(
+    gql: GraphQLClient, database: Database
+) -> None:
+    """The attack: 24 requests of 25 aliased startGithubConnect with a 2 KB redirectUri
+    kept 600 rows, each with its PKCE verifier; now the user holds five at most."""
+    aliases = " ".join(
+        f"s{index}: startGithubConnect(redirectUri: $r) {{ __typename }}" for index in range(25)
+    )
+    document = f"mutation($r: String) {{ {aliases} }}"
+    redirect_uri = "https://app.example/cb?pad=" + "x" * 2000
+    for _ in range(24):
+        data = await gql.data(document, {"r": redirect_uri}, auth=ALICE)
+        assert set(result["__typename"] for result in data.values()) == {"GithubConnectStart"}
+
+    assert len(await _states(database)) == MAX_STATES_PER_USER
+
+
+async def test_expired_states_are_deleted_with_their_verifiers(
+    gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub, database: Database
+) -> None:
+    """Make sure an expired state (used or not) leaves the table at the next start of anyone,
+    and a late callback still says STATE_EXPIRED while taking its state with it."""
+    used = await start(gql)
+    assert (await complete(gql, approve(fake_github, used), used["state"]))["__typename"] == (
+        "CompleteGithubConnectSuccess"
+    )
+    await start(gql)
+    late = await start(gql, BOB)
+    clock.advance(STATE_TTL)
+
+    result = await complete(gql, approve(fake_github, late), late["state"], BOB)
+
+    assert (result["__typename"], result["code"]) == ("OperationError", "STATE_EXPIRED")
+    assert await _states(database) == []
+
+    await start(gql)
+    clock.advance(STATE_TTL)
+    await start(gql, BOB)
+    assert [row["user_id"] for row in await _states(database)] == ["bob"]
+
+
+@pytest.mark.parametrize(("length", "accepted"), [(2048, True), (2049, False)])
+async def test_a_redirect_uri_is_at_most_2048_characters(
+    gql: GraphQLClient, database: Database, length: int, accepted: bool
+) -> None:
+    """The length limit on redirectUri, exactly at its edge."""
+    prefix = "https://app.example/cb?pad="
+    result = await start(gql, redirect_uri=prefix + "x" * (length - len(prefix)))
+
+    assert (result["__typename"] == "GithubConnectStart") is accepted
+    assert len(await _states(database)) == int(accepted)
+
+
+async def _store_seeded(
+    gql: GraphQLClient, fake_github: FakeGitHub, clock: MovableClock, github_user_id: int
+) -> str:
+    """Alice's live token of the given GitHub account, stored; returns its access token."""
+    access, refresh = fake_github.seed_token(STANDARD_APP.client_id, github_user_id, "first-gh")
+    variables = store_input(
+        "alice",
+        now=clock(),
+        github_user_id=str(github_user_id),
+        github_login="first-gh",
+        access=access,
+        refresh=refresh,
+    )
+    assert (await gql.data(STORE, variables, auth=SERVICE))["storeGithubToken"]["__typename"] == (
+        "StoreGithubTokenSuccess"
+    )
+    return access
+
+
+async def test_reconnecting_as_another_github_account_revokes_the_previous_grant(
+    gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub
+) -> None:
+    """The previous account's grant, whose tokens ghvault no longer holds, would stay live
+    at GitHub: it is revoked there, and the audit log says so."""
+    previous = await _store_seeded(gql, fake_github, clock, 1001)
+    started = await start(gql)
+
+    result = await complete(gql, approve(fake_github, started), started["state"])
+
+    assert result["token"]["githubUserId"] == str(OCTOCAT_ID)
+    assert fake_github.calls["revoke_grant"] == 1
+    assert not fake_github.is_access_token_valid(previous)
+    viewer = (await gql.data(VIEWER_TOKEN, auth=ALICE))["viewer"]["githubToken"]
+    assert (viewer["state"], viewer["githubLogin"]) == ("ACTIVE", "octocat")
+    events = (await gql.data(EVENTS, {"action": "TOKEN_DISCONNECTED"}, auth=ADMIN))["auditEvents"]
+    assert [json.loads(edge["node"]["detail"]) for edge in events["edges"]] == [
+        {
+            "github": "revoked",
+            "revoked_at_github": True,
+            "reason": "reconnected_as_another_github_account",
+        }
+    ]
+
+
+async def test_a_failed_revocation_of_the_previous_grant_still_connects(
+    gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub
+) -> None:
+    """Best effort: GitHub failing on the old grant does not undo the new connection."""
+    previous = await _store_seeded(gql, fake_github, clock, 1001)
+    started = await start(gql)
+    fake_github.fail_endpoints = {"revoke_grant": 503}
+
+    result = await complete(gql, approve(fake_github, started), started["state"])
+
+    assert result["__typename"] == "CompleteGithubConnectSuccess"
+    assert fake_github.calls["revoke_grant"] == 1
+    assert fake_github.is_access_token_valid(previous)
+    events = (await gql.data(EVENTS, {"action": "TOKEN_DISCONNECTED"}, auth=ADMIN))["auditEvents"]
+    assert [json.loads(edge["node"]["detail"])["github"] for edge in events["edges"]] == [
+        "unavailable"
+    ]
+
+
+async def test_reconnecting_as_the_same_github_account_revokes_nothing(
+    gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub
+) -> None:
+    """The same account's new tokens belong to the same authorization: nothing to revoke."""
+    previous = await _store_seeded(gql, fake_github, clock, OCTOCAT_ID)
+    started = await start(gql)
+
+    result = await complete(gql, approve(fake_github, started), started["state"])
+
+    assert result["__typename"] == "CompleteGithubConnectSuccess"
+    assert fake_github.calls["revoke_grant"] == 0
+    assert fake_github.is_access_token_valid(previous)

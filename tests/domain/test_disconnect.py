@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from server.domain.disconnect import MAX_DISCONNECT_ATTEMPTS
 from tests.fake_github import LITE_APP, STANDARD_APP, FakeGitHub
 from tests.helpers import (
     ADMIN,
@@ -288,3 +289,91 @@ async def test_purge_erases_locally_when_github_fails(
     assert details == [
         {"already_purged": False, "deleted_tokens": 1, "github": {"standard": "unavailable"}}
     ]
+
+
+async def test_a_token_stored_during_the_revocation_is_revoked_before_it_is_deleted(
+    gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub, database: Database
+) -> None:
+    """The attack: a token stored while GitHub is slow to revoke the grant used to be deleted
+    with its own grant live at GitHub, and the answer said revokedAtGithub. Now the newer
+    token's grant is revoked in turn, and only then is the row deleted."""
+    await connect_seeded(gql, fake_github, clock, "alice", ALICE_GITHUB_ID, "alice-gh")
+    stored_meanwhile: list[str] = []
+
+    async def reconnect_meanwhile() -> None:
+        if not stored_meanwhile:
+            access, _ = await connect_seeded(
+                gql, fake_github, clock, "alice", ALICE_GITHUB_ID, "alice-gh"
+            )
+            stored_meanwhile.append(access)
+
+    fake_github.after_revoke = reconnect_meanwhile
+
+    result = await disconnect(gql)
+
+    assert (result["__typename"], result["revokedAtGithub"]) == ("DisconnectGithubSuccess", True)
+    assert fake_github.calls["revoke_grant"] == 2
+    assert not fake_github.is_access_token_valid(stored_meanwhile[0])
+    assert await token_rows(database, "alice") == []
+    assert await audit_details(gql, "alice", "TOKEN_DISCONNECTED") == [
+        {"github": "revoked", "revoked_at_github": True, "attempts": 2}
+    ]
+
+
+async def test_a_disconnect_never_reports_a_revocation_it_did_not_make(
+    gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub, database: Database
+) -> None:
+    """A token of another GitHub account stored during the revocation, and GitHub failing
+    when its grant is revoked in turn: the row goes, as after any GitHub failure, and the
+    answer says its grant was not revoked."""
+    await connect_seeded(gql, fake_github, clock, "alice", ALICE_GITHUB_ID, "alice-gh")
+    stored_meanwhile: list[str] = []
+
+    async def store_another_account_meanwhile() -> None:
+        access, _ = await connect_seeded(
+            gql, fake_github, clock, "alice", BOB_GITHUB_ID, "alice-second-gh"
+        )
+        stored_meanwhile.append(access)
+        fake_github.after_revoke = None
+        fake_github.fail_with_status = 503
+
+    fake_github.after_revoke = store_another_account_meanwhile
+
+    result = await disconnect(gql)
+
+    assert (result["__typename"], result["revokedAtGithub"]) == ("DisconnectGithubSuccess", False)
+    assert fake_github.calls["revoke_grant"] == 2
+    assert await token_rows(database, "alice") == []
+    assert await audit_details(gql, "alice", "TOKEN_DISCONNECTED") == [
+        {"github": "unavailable", "revoked_at_github": False, "attempts": 2}
+    ]
+    assert fake_github.is_access_token_valid(stored_meanwhile[0])
+
+
+async def test_tokens_stored_during_every_revocation_are_kept_and_the_user_asked_again(
+    gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub, database: Database
+) -> None:
+    """Tokens keep arriving while each grant is revoked: after a few rounds nothing is
+    deleted, the newest token stays (its grant never revoked), and the user is told to
+    disconnect again."""
+    await connect_seeded(gql, fake_github, clock, "alice", ALICE_GITHUB_ID, "alice-gh")
+    newest: list[str] = []
+
+    async def reconnect_meanwhile() -> None:
+        access, _ = await connect_seeded(
+            gql, fake_github, clock, "alice", ALICE_GITHUB_ID, "alice-gh"
+        )
+        newest.append(access)
+
+    fake_github.after_revoke = reconnect_meanwhile
+
+    result = await disconnect(gql)
+
+    assert (result["__typename"], result["code"]) == ("OperationError", "GITHUB_UNAVAILABLE")
+    assert fake_github.calls["revoke_grant"] == MAX_DISCONNECT_ATTEMPTS
+    assert await token_rows(database, "alice") == ["standard"]
+    assert fake_github.is_access_token_valid(newest[-1])
+    assert await audit_details(gql, "alice", "TOKEN_DISCONNECTED") == []
+    fake_github.after_revoke = None
+    assert (await disconnect(gql))["revokedAtGithub"] is True
+    assert not fake_github.is_access_token_valid(newest[-1])

@@ -200,6 +200,40 @@ async def test_an_expiry_that_overflows_in_utc_is_invalid_input(
     assert (result["code"], result["field"]) == ("INVALID_INPUT", "accessTokenExpiresAt")
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("accessTokenExpiresAt", "0001-01-01T00:00:00+00:00"),
+        ("refreshTokenExpiresAt", "9999-12-31T23:59:59.999999+00:00"),
+    ],
+)
+async def test_an_expiry_the_driver_would_store_as_infinity_is_invalid_input(
+    gql: GraphQLClient, clock: MovableClock, field: str, value: str
+) -> None:
+    """The first and last instants Python has would come back from PostgreSQL as
+    -infinity and infinity, naive datetimes that no status can be derived from."""
+    variables = store_input("alice", now=clock())
+    variables["input"][field] = value
+
+    result = (await gql.data(STORE, variables, auth=SERVICE))["storeGithubToken"]
+
+    assert (result["code"], result["field"]) == ("INVALID_INPUT", field)
+
+
+async def test_expiries_next_to_the_extremes_are_stored_and_read_back(
+    gql: GraphQLClient, clock: MovableClock
+) -> None:
+    """One microsecond inside either extreme is an ordinary instant on both engines."""
+    variables = store_input("alice", now=clock())
+    variables["input"]["accessTokenExpiresAt"] = "0001-01-01T00:00:00.000001+00:00"
+    variables["input"]["refreshTokenExpiresAt"] = "9999-12-31T23:59:59.999998+00:00"
+
+    result = (await gql.data(STORE, variables, auth=SERVICE))["storeGithubToken"]
+
+    assert result["__typename"] == "StoreGithubTokenSuccess", result
+    assert result["token"]["state"] == "EXPIRED"
+
+
 async def test_nul_characters_are_refused_before_reaching_the_database(
     gql: GraphQLClient,
 ) -> None:

@@ -35,6 +35,7 @@ from server.config import Settings
 from server.domain.enums import Role
 from server.graphql.schema import export_sdl
 from server.http.app import create_app
+from server.text import UNSTORABLE_TEXT, is_storable
 from tests.fake_github import LITE_APP, STANDARD_APP, FakeGitHub
 from tests.helpers import (
     SECRET_PATTERN,
@@ -382,18 +383,20 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
-def carries_raw_nul(request: Request) -> bool:
-    """Whether the JSON body itself holds a NUL, which the server refuses with a plain 400."""
-    return "\x00" in request.document or any("\x00" in text for text in _strings(request.variables))
+def carries_unstorable_text(request: Request) -> bool:
+    """Whether the JSON body itself holds a NUL or a lone surrogate, which the server refuses
+    with a plain 400."""
+    texts = [request.document, *_strings(request.variables)]
+    return not all(is_storable(text) for text in texts)
 
 
 def check_response(status: int, text: str, request: Request, role: str, world: World) -> Any:
     """Every property a response must have, whatever was asked; returns the parsed body."""
     context = f"as {role}: {request}\n-> {status} {text[:2000]}"
     assert status < 500, context
-    if status == 400 and carries_raw_nul(request):
-        # Refused before GraphQL runs, with a plain-text reason.
-        assert text == "GraphQL requests must not contain NUL characters", context
+    if status == 400 and carries_unstorable_text(request):
+        # Refused before GraphQL runs, with a plain-text reason naming where.
+        assert text.startswith(f"GraphQL requests must not contain {UNSTORABLE_TEXT} "), context
         return {}
     body = json.loads(text)
     assert isinstance(body, dict), context
@@ -492,8 +495,10 @@ UNPARSEABLE_REDIRECT_URI = Request(
 
 async def test_raw_nuls_are_told_apart_from_escaped_ones() -> None:
     """Only a NUL in the JSON body gets the plain 400; `\\u0000` in a literal is GraphQL's."""
-    assert not carries_raw_nul(NUL_IN_AN_ID)
-    assert carries_raw_nul(Request("query($id: ID!) { user(id: $id) { id } }", {"id": "a\x00"}))
+    by_id = "query($id: ID!) { user(id: $id) { id } }"
+    assert not carries_unstorable_text(NUL_IN_AN_ID)
+    assert carries_unstorable_text(Request(by_id, {"id": "a\x00"}))
+    assert carries_unstorable_text(Request(by_id, {"id": "\ud800"}))
 
 
 async def _answer(client: GraphQLClient, request: Request, auth: str) -> dict[str, Any]:
@@ -515,7 +520,7 @@ async def test_a_nul_in_a_string_literal_is_refused_on_both_engines(
     body = await _answer(client, NUL_IN_AN_ID, ADMIN)
     assert body["data"] is None
     assert [error["message"] for error in body["errors"]] == [
-        "String values must not contain NUL characters."
+        f"String values must not contain {UNSTORABLE_TEXT} (found in 'id')."
     ]
 
 

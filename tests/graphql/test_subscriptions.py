@@ -193,13 +193,21 @@ async def test_a_frontend_on_another_origin_may_subscribe(gql: GraphQLClient) ->
     assert first["state"] == "NOT_CONNECTED"
 
 
-async def test_a_nul_character_in_a_message_closes_the_socket(
-    gql: GraphQLClient, log_output: Any
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"query": "{ a\u0000 }"},
+        {"query": CHANGED, "variables": {"userId": "alice\ud800"}},
+    ],
+    ids=["nul", "lone-surrogate"],
+)
+async def test_unstorable_text_in_a_message_closes_the_socket(
+    gql: GraphQLClient, log_output: Any, payload: dict[str, Any]
 ) -> None:
     """Refused as a malformed message (4400), as HTTP refuses it with a 400."""
     async with connect(gql.http) as socket:
         await _watch(socket, ALICE)
-        await socket.send({"id": "2", "type": "subscribe", "payload": {"query": "{ a\u0000 }"}})
+        await socket.send({"id": "2", "type": "subscribe", "payload": payload})
         closed = await socket.closed()
     assert closed.code == 4400
     assert '"level": "ERROR"' not in log_output.getvalue()

@@ -138,10 +138,29 @@ def _with_variable(value: str) -> bytes:
         (_with_variable(_nested(1000)), f"deeper than {MAX_JSON_DEPTH}"),
         (_with_variable(_nested(100)), f"deeper than {MAX_JSON_DEPTH}"),
         (_with_variable("9" * 5000), "JSON"),
-        (_with_variable('"\\u0000"'), "NUL"),
+        (
+            _with_variable('"\\u0000"'),
+            "NUL characters or unpaired UTF-16 surrogates (found at variables.v)",
+        ),
+        (_with_variable('["a", "\\ud800"]'), "(found at variables.v[1])"),
+        (_with_variable('{"\\udc00": 1}'), "(found in a name in variables.v)"),
+        (
+            _with_variable('{"ghu_' + "a" * 36 + '": {"k": "\\udfff"}}'),
+            "(found at variables.v.<name>.k)",
+        ),
         (b"[" * 5000, "deeper than"),
     ],
-    ids=["not-utf8", "nested-1000", "nested-100", "long-number", "nul", "open-brackets"],
+    ids=[
+        "not-utf8",
+        "nested-1000",
+        "nested-100",
+        "long-number",
+        "nul",
+        "surrogate-in-a-list",
+        "surrogate-in-a-name",
+        "path-without-caller-text",
+        "open-brackets",
+    ],
 )
 async def test_malformed_bodies_are_client_errors(
     gql: GraphQLClient, body: bytes, expected: str
