@@ -439,3 +439,18 @@ async def test_purge_leaves_no_byte_of_the_repositories_a_user_wrote_to_on_disk(
 
     assert b"alice-purge-gh" not in on_disk()
     assert b"secret-plans" not in on_disk()
+
+
+async def test_a_token_github_cannot_refresh_now_is_a_503_to_retry(
+    gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub
+) -> None:
+    """A refresh GitHub fails transiently is the proxy's 503, not the worker's fault."""
+    await store_live_token(gql, fake_github, clock(), expires_in=timedelta(minutes=4))
+    capability = await issue_capability(gql)
+    fake_github.fail_with_status = 502
+
+    response = await gql.http.get("/github/api/rate_limit", headers=bearer(capability))
+
+    assert response.status == 503
+    assert "try again later" in (await response.json())["message"]
+    assert fake_github.repos.seen == []
