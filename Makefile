@@ -15,12 +15,13 @@ $(INSTALLED): pyproject.toml constraints.txt
 
 venv: $(INSTALLED)
 
-## Development server on http://127.0.0.1:8080/graphql (SQLite in ./data, GraphiQL on).
+## Development server on http://127.0.0.1:8080/graphql (SQLite in ./data, GraphiQL on;
+## HOST and PORT from the environment or .env.local, e.g. PORT=18080 make run).
 run: $(INSTALLED)
 	@$(BIN)/ghvault dev-setup
-	@$(LOAD_ENV) && $(BIN)/ghvault migrate
+	@$(LOAD_ENV) && $(BIN)/ghvault migrate --create
 	@echo
-	@echo "GraphiQL: http://127.0.0.1:8080/graphql"
+	@$(LOAD_ENV) && echo "GraphiQL: http://$${HOST:-127.0.0.1}:$${PORT:-8080}/graphql"
 	@echo "A development token (paste as header  Authorization: Bearer <token>):"
 	@echo "  make dev-token SUB=alice ROLE=user     (ROLE: user | admin | service)"
 	@echo

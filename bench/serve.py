@@ -43,7 +43,7 @@ from server.domain.enums import AppType
 from server.domain.status import token_status
 from server.http.app import create_app
 from server.http.appkeys import CLOCK
-from server.http.graphql_view import GhvaultGraphQLView, authenticate_bearer
+from server.http.graphql_view import GhvaultGraphQLView, verify_bearer
 from server.http.logs import RedactingAccessLogger, configure_logging
 from server.http.server import settle_start_up_objects
 from server.http.workers import run_workers
@@ -82,7 +82,8 @@ async def status_without_graphql(request: web.Request) -> web.Response:
     """`viewer { githubToken { state } }` answered by hand: the JWT check, the body
     decoded, ghvault's status read of the STANDARD token, JSON out."""
     try:
-        principal = await authenticate_bearer(request.app, request.headers.get("Authorization", ""))
+        authorization = request.headers.get("Authorization", "")
+        principal = (await verify_bearer(request.app, authorization)).principal
     except AuthenticationError:
         return web.json_response({"errors": [{"message": "unauthenticated"}]}, status=401)
     try:

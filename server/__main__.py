@@ -12,9 +12,10 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from server.config import ConfigError, Settings, parse_database_url
+from server.config import ConfigError, Settings, database_from_env
 from server.crypto import generate_key
 from server.domain.enums import Role
 
@@ -25,15 +26,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run  # each command sets it (set_defaults)
+    from server.storage.migration_state import DatabaseNotReady
+
     try:
         return run(args)
     except ConfigError as exc:
         print(f"ghvault: configuration error: {exc}", file=sys.stderr)
         return 2
+    except DatabaseNotReady as exc:
+        print(f"ghvault: {exc}", file=sys.stderr)
+        return 1
+
+
+def _version() -> str:
+    try:
+        return version("ghvault")
+    except PackageNotFoundError:  # run from a folder, not installed
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ghvault", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ghvault {_version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the HTTP server")
@@ -49,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser(
         "migrate", help="run every pending migration (forwards all), or undo some (--backwards)"
+    )
+    migrate.add_argument(
+        "--create",
+        action="store_true",
+        help="the database may be new: create the SQLite file (and its folder), or set up "
+        "a PostgreSQL database that holds no ghvault tables yet",
     )
     migrate.add_argument(
         "--backwards",
@@ -103,6 +123,14 @@ def _parser() -> argparse.ArgumentParser:
     backup.add_argument("path", type=Path, help="the new file to write the copy to")
     backup.set_defaults(run=_backup)
 
+    piccolo = commands.add_parser(
+        "piccolo",
+        help="Piccolo's CLI on this ghvault's tables and migrations, e.g. `ghvault piccolo "
+        "migrations check` (whatever piccolo_conf.py the working directory holds)",
+    )
+    piccolo.add_argument("arguments", nargs=argparse.REMAINDER, help="what `piccolo` takes")
+    piccolo.set_defaults(run=_piccolo)
+
     export = commands.add_parser("export-schema", help="print the GraphQL SDL")
     export.set_defaults(run=_export_schema)
     return parser
@@ -135,10 +163,20 @@ def _positive(text: str) -> int:
 
 @asynccontextmanager
 async def _database(settings: Settings) -> AsyncIterator[None]:
+    """The tables bound to the database of DATABASE_URL, refused (one line) unless it is
+    there and migrated; a connection lost later is reported in one line too."""
     from server.storage import engines
+    from server.storage.migration_state import (
+        DATABASE_UNREACHABLE,
+        serving_checked,
+        unreachable,
+    )
 
-    async with engines.serving(engines.create_engine(settings.database)):
-        yield
+    async with serving_checked(engines.create_engine(settings.database)):
+        try:
+            yield
+        except DATABASE_UNREACHABLE as exc:
+            raise unreachable(exc) from None
 
 
 def _keys_status(args: argparse.Namespace) -> int:
@@ -267,6 +305,7 @@ def _serve(args: argparse.Namespace) -> int:
             host,
             port,
             _serve_worker,
+            grace_seconds=settings.serving.shutdown_grace_seconds,
             on_exit=lambda pid: forget_process(metrics, pid),
         )
 
@@ -288,6 +327,8 @@ def _serve_one(host: str, port: int, *, reuse_port: bool = False) -> int:
 
     settings = Settings.from_env(os.environ)
     configure_logging()
+    for warning in settings.start_up_warnings:
+        logging.getLogger("ghvault.server").warning(warning)
     try:
         asyncio.run(serve(create_app(settings), host=host, port=port, reuse_port=reuse_port))
     except (CannotListen, DatabaseNotReady) as exc:
@@ -300,20 +341,29 @@ def _migrate(args: argparse.Namespace) -> int:
     if args.drop_data and not args.backwards:
         print("ghvault: --drop-data only goes with --backwards", file=sys.stderr)
         return 2
-    # A bad DATABASE_URL is one line here, not a traceback from importing piccolo_conf;
-    # the engine creates a missing SQLite file (and its folder) private.
-    parse_database_url(os.environ.get("DATABASE_URL"))
+    database = database_from_env(os.environ)
     # Piccolo finds its configuration by import: the piccolo_conf module ships
     # beside the `server` package.
     os.environ.setdefault("PICCOLO_CONF", "piccolo_conf")
     if args.backwards:
         return _migrate_backwards(args.backwards, drop_data=args.drop_data)
-    from piccolo.apps.migrations.commands.forwards import run_forwards
+    from server.storage.migrate import migrate
 
-    result = asyncio.run(run_forwards(app_name="all"))
-    if not result.success:
-        print(f"ghvault: migration failed: {result.message}", file=sys.stderr)
-        return 1
+    report = asyncio.run(migrate(database, create=args.create))
+    return _print(report.summary())
+
+
+def _piccolo(args: argparse.Namespace) -> int:
+    # Piccolo imports its configuration by module name after putting the working
+    # directory first on sys.path, where another project's piccolo_conf.py may lie:
+    # ghvault's, imported first, is the one it finds.
+    os.environ["PICCOLO_CONF"] = "piccolo_conf"
+    from piccolo.main import main as piccolo_main
+
+    import piccolo_conf  # noqa: F401 -- see above
+
+    sys.argv = ["piccolo", *args.arguments]
+    piccolo_main()
     return 0
 
 
@@ -377,7 +427,7 @@ def _dev_setup(args: argparse.Namespace) -> int:
 def _backup(args: argparse.Namespace) -> int:
     from server.storage.backup import BackupError, backup_sqlite
 
-    database = parse_database_url(os.environ.get("DATABASE_URL"))
+    database = database_from_env(os.environ)
     if database.sqlite_path is None:
         print(
             "ghvault: backup copies SQLite databases; on PostgreSQL use pg_dump (README: Backups)",

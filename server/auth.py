@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -36,6 +37,14 @@ class Principal:
         return self.role is Role.ADMIN
 
 
+@dataclass(frozen=True)
+class VerifiedToken:
+    """A bearer JWT that passed verification: whom it speaks for, and until when."""
+
+    principal: Principal
+    expires_at: float  # its `exp`, in POSIX seconds
+
+
 def authenticate(
     authorization: str | None,
     config: JwtConfig,
@@ -43,7 +52,18 @@ def authenticate(
     key: PyJWK | None = None,
     cache: VerifiedTokens | None = None,
 ) -> Principal:
-    """Verify the bearer JWT and return its principal.
+    """Verify the bearer JWT and return its principal (see `verify`)."""
+    return verify(authorization, config, key=key, cache=cache).principal
+
+
+def verify(
+    authorization: str | None,
+    config: JwtConfig,
+    *,
+    key: PyJWK | None = None,
+    cache: VerifiedTokens | None = None,
+) -> VerifiedToken:
+    """Verify the bearer JWT: the one path for requests and sockets alike.
 
     `key` is the identity provider's key for this token (from its JWKS);
     without one, the configured secret or public key verifies. With
@@ -57,8 +77,8 @@ def authenticate(
     if verifier is None:
         raise AuthenticationError("no key to verify the JWT with")
     settings = (config, key)
-    if cache is not None and (principal := cache.get(settings, token)) is not None:
-        return principal
+    if cache is not None and (verified := cache.get(settings, token)) is not None:
+        return verified
     try:
         claims = jwt.decode(
             token,
@@ -74,10 +94,10 @@ def authenticate(
         )
     except jwt.PyJWTError as exc:
         raise AuthenticationError(f"invalid JWT: {type(exc).__name__}") from None
-    principal = _principal_from_claims(claims, config.role_claim)
+    verified = VerifiedToken(_principal_from_claims(claims, config.role_claim), _expiry(claims))
     if cache is not None:
-        cache.put(settings, token, principal, int(claims["exp"]))
-    return principal
+        cache.put(settings, token, verified)
+    return verified
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -88,6 +108,25 @@ def bearer_token(authorization: str | None) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationError("Authorization is not a Bearer token")
     return token.strip()
+
+
+def _expiry(claims: dict[str, object]) -> float:
+    """`exp` as a finite number of seconds, or the token is refused.
+
+    PyJWT takes any value `int()` accepts, numeric strings included, and a
+    far-future `exp` (10**13) is past what datetime can hold: RFC 7519's
+    NumericDate is a JSON number, and this one float is all anyone reads.
+    """
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise AuthenticationError("JWT exp must be a number")
+    try:
+        expires_at = float(exp)
+    except OverflowError:
+        expires_at = math.inf
+    if not math.isfinite(expires_at):
+        raise AuthenticationError("JWT exp must be a finite number")
+    return expires_at
 
 
 def _principal_from_claims(claims: dict[str, object], role_claim: str) -> Principal:

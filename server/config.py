@@ -11,7 +11,7 @@ import binascii
 import ipaddress
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,6 +23,11 @@ DEFAULT_SQLITE_PATH = Path("data") / "ghvault.sqlite"
 ENVIRONMENTS = ("development", "production")
 JWT_ALGORITHMS_FOR_PUBLIC_KEYS = ("RS256", "ES256")
 MIN_SWEEP_INTERVAL_SECONDS = 1.0
+# An identity provider signs the tokens of every API it serves with the same keys.
+JWKS_WITHOUT_AUDIENCE = (
+    "AUTH_JWT_AUDIENCE must be set with AUTH_JWT_JWKS_URL: without it, a token your identity "
+    "provider minted for any other API is accepted too"
+)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -31,17 +36,50 @@ class ConfigError(Exception):
     """A missing or malformed setting; the message is safe to print."""
 
 
+POOL_MODES = ("session", "transaction")
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
-    """Where the data lives: a SQLite file or a PostgreSQL DSN."""
+    """Where the data lives: a SQLite file or a PostgreSQL DSN.
+
+    `pool_mode` "transaction": the DSN goes through a pooler (PgBouncer) that
+    hands each transaction to any server connection, so no statement may be
+    prepared for later and no connection LISTENs; `listen_dsn` is then a
+    direct connection for LISTEN, if there is one.
+    """
 
     engine: str  # "sqlite" | "postgres"
     sqlite_path: Path | None = None
     postgres_dsn: str | None = field(default=None, repr=False)
+    pool_mode: str = "session"
+    explicit_listen_dsn: str | None = field(default=None, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
         return self.engine == "sqlite"
+
+    @property
+    def pooled_per_transaction(self) -> bool:
+        return self.pool_mode == "transaction"
+
+    @property
+    def listen_dsn(self) -> str | None:
+        """Where to LISTEN: DATABASE_LISTEN_URL, else DATABASE_URL unless it is pooled."""
+        if self.explicit_listen_dsn is not None or self.pooled_per_transaction:
+            return self.explicit_listen_dsn
+        return self.postgres_dsn
+
+    @property
+    def label(self) -> str:
+        """Which database this is, for people: the SQLite file's absolute path, or the
+        PostgreSQL URL without its password and parameters."""
+        if self.sqlite_path is not None:
+            return f"sqlite:///{self.sqlite_path.absolute()}"
+        parts = urlsplit(self.postgres_dsn or "")
+        credentials, _, hosts = parts.netloc.rpartition("@")
+        user = credentials.partition(":")[0]
+        return f"{parts.scheme}://{user + '@' if user else ''}{hosts}{parts.path}"
 
 
 @dataclass(frozen=True)
@@ -93,6 +131,18 @@ class GitHubProxyConfig:
 
 
 @dataclass(frozen=True)
+class ServingLimits:
+    """What one `ghvault serve` process holds open, and how long it waits (server/http/)."""
+
+    # Client connections at once; at the cap an idle one makes room (connections.py).
+    max_connections: int = 1000
+    # How long a connection may take to send its first request, or idle between requests.
+    idle_timeout_seconds: float = 15.0
+    # From SIGTERM to exit: requests in flight get this long, sockets are closed at once.
+    shutdown_grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseConfig
     keyring: Keyring = field(repr=False)
@@ -106,6 +156,7 @@ class Settings:
     environment: str = "development"
     graphiql_enabled: bool = True
     graphql_limits: GraphQLLimits = GraphQLLimits()
+    serving: ServingLimits = ServingLimits()
     host: str = "127.0.0.1"
     port: int = 8080
     cors_allowed_origins: tuple[str, ...] = ()
@@ -119,18 +170,33 @@ class Settings:
     def is_production(self) -> bool:
         return self.environment == "production"
 
+    @property
+    def start_up_warnings(self) -> tuple[str, ...]:
+        """Settings that work here but would be refused in production, logged by `serve`."""
+        warnings = []
+        if self.jwt.jwks_url is not None and self.jwt.audience is None:
+            warnings.append(f"{JWKS_WITHOUT_AUDIENCE} (production refuses to start without it)")
+        if self.database.pooled_per_transaction and self.database.listen_dsn is None:
+            warnings.append(
+                "DATABASE_POOL_MODE=transaction without DATABASE_LISTEN_URL: LISTEN cannot "
+                "work through a transaction pooler, so status subscriptions poll the rows they "
+                "watch (four reads a second each); set DATABASE_LISTEN_URL to a direct "
+                "connection to hear changes at once"
+            )
+        return tuple(warnings)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Read and check every setting; raise ConfigError on the first problem."""
         reader = _EnvReader(env)
         environment = reader.choice("GHVAULT_ENV", ENVIRONMENTS, default="development")
         is_production = environment == "production"
-        jwt = _jwt_config(reader)
+        jwt = _jwt_config(reader, production=is_production)
         keyring = _keyring(reader)
         github_apps, webhook_secrets = _github_apps(reader)
         _refuse_reused_secrets(keyring, jwt, webhook_secrets, github_apps)
         return cls(
-            database=parse_database_url(reader.get("DATABASE_URL")),
+            database=database_from_env(env),
             keyring=keyring,
             jwt=jwt,
             github_apps=github_apps,
@@ -147,6 +213,15 @@ class Settings:
                 max_tokens=reader.integer("GRAPHQL_MAX_TOKENS", 2000, low=50),
                 max_body_bytes=reader.integer("GRAPHQL_MAX_BODY_BYTES", 64 * 1024, low=1024),
             ),
+            serving=ServingLimits(
+                max_connections=reader.integer("HTTP_MAX_CONNECTIONS", 1000, low=2),
+                idle_timeout_seconds=reader.number(
+                    "HTTP_IDLE_TIMEOUT_SECONDS", 15.0, low=0.1, high=3600
+                ),
+                shutdown_grace_seconds=reader.number(
+                    "SHUTDOWN_GRACE_SECONDS", 10.0, low=0, high=3600
+                ),
+            ),
             host=reader.get("HOST") or "127.0.0.1",
             port=reader.integer("PORT", 8080, low=0, high=65535),
             cors_allowed_origins=parse_origins(reader.get("CORS_ALLOWED_ORIGINS")),
@@ -157,13 +232,35 @@ class Settings:
         )
 
 
+def database_from_env(env: Mapping[str, str]) -> DatabaseConfig:
+    """DATABASE_URL, with DATABASE_POOL_MODE and DATABASE_LISTEN_URL for PostgreSQL."""
+    reader = _EnvReader(env)
+    database = parse_database_url(reader.get("DATABASE_URL"))
+    pool_mode = reader.choice("DATABASE_POOL_MODE", POOL_MODES, default="session")
+    listen_url = reader.get("DATABASE_LISTEN_URL")
+    if database.is_sqlite:
+        if pool_mode != "session" or listen_url is not None:
+            raise ConfigError("DATABASE_POOL_MODE and DATABASE_LISTEN_URL apply to PostgreSQL only")
+        return database
+    if listen_url is not None:
+        try:
+            listen = parse_database_url(listen_url)
+        except ConfigError:
+            listen = None
+        if listen is None or listen.is_sqlite:
+            raise ConfigError(
+                "DATABASE_LISTEN_URL must be a postgres:// URL that reaches the database "
+                "directly (not through a transaction pooler)"
+            )
+    return replace(database, pool_mode=pool_mode, explicit_listen_dsn=listen_url)
+
+
 def parse_database_url(url: str | None) -> DatabaseConfig:
     """``sqlite:///relative/path``, ``sqlite:////absolute/path`` or ``postgres://...``."""
     if not url:
         return DatabaseConfig(engine="sqlite", sqlite_path=DEFAULT_SQLITE_PATH)
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 -- urlsplit checks the port lazily
     except ValueError:
         raise ConfigError("DATABASE_URL is not a valid URL") from None
     if parts.scheme == "sqlite":
@@ -174,10 +271,30 @@ def parse_database_url(url: str | None) -> DatabaseConfig:
             )
         return DatabaseConfig(engine="sqlite", sqlite_path=Path(parts.path[1:]))
     if parts.scheme in ("postgres", "postgresql"):
-        if not parts.hostname or parts.path in ("", "/"):
-            raise ConfigError("DATABASE_URL must name a host and a database: postgres://host/db")
+        # Several comma-separated hosts (failover, with target_session_attrs) are
+        # asyncpg's to read: the URL is passed on as it is.
+        hosts = parts.netloc.rpartition("@")[2].split(",")
+        if not all(_is_host_and_port(host) for host in hosts) or parts.path in ("", "/"):
+            raise ConfigError(
+                "DATABASE_URL must name a host (or several, comma-separated) and a database: "
+                "postgres://host:5432/db"
+            )
         return DatabaseConfig(engine="postgres", postgres_dsn=url)
     raise ConfigError("DATABASE_URL must start with sqlite:/// or postgres://")
+
+
+def _is_host_and_port(text: str) -> bool:
+    """`host`, `host:port`, `[v6 address]` or `[v6 address]:port`."""
+    host, port = text, ""
+    if text.startswith("["):
+        address, bracket, port = text[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
+            return False
+        host, port = address, port[1:]
+    elif ":" in text:
+        host, _, port = text.rpartition(":")
+    valid_port = port == "" or (port.isdigit() and 0 < int(port) < 65536)
+    return bool(host) and valid_port and not any(char in host for char in "/?#@ ")
 
 
 def parse_origins(value: str | None) -> tuple[str, ...]:
@@ -284,7 +401,7 @@ class _EnvReader:
         return value.rstrip("/")
 
 
-def _jwt_config(reader: _EnvReader) -> JwtConfig:
+def _jwt_config(reader: _EnvReader, *, production: bool) -> JwtConfig:
     secret = reader.get("AUTH_JWT_SECRET")
     public_key = reader.get("AUTH_JWT_PUBLIC_KEY")
     jwks_url = reader.get("AUTH_JWT_JWKS_URL")
@@ -307,12 +424,15 @@ def _jwt_config(reader: _EnvReader) -> JwtConfig:
         raise ConfigError("AUTH_JWT_SECRET must be at least 32 bytes long")
     if public_key is not None and "-----BEGIN PUBLIC KEY-----" not in public_key:
         raise ConfigError("AUTH_JWT_PUBLIC_KEY must be a PEM public key")
+    audience = reader.get("AUTH_JWT_AUDIENCE")
+    if jwks_url is not None and audience is None and production:
+        raise ConfigError(JWKS_WITHOUT_AUDIENCE)
     return JwtConfig(
         secret=secret.encode() if secret else None,
         public_key=public_key,
         jwks_url=jwks_url,
         issuer=reader.get("AUTH_JWT_ISSUER"),
-        audience=reader.get("AUTH_JWT_AUDIENCE"),
+        audience=audience,
         role_claim=role_claim,
     )
 

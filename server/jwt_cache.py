@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from server.auth import Principal
+    from server.auth import VerifiedToken
 
 MAX_ENTRIES = 10_000
 
@@ -27,31 +27,31 @@ class VerifiedTokens:
     ) -> None:
         self.max_entries = max_entries
         self.clock = clock
-        # (settings, token) -> (principal, exp as a POSIX timestamp); insertion order.
-        self._entries: dict[tuple[Hashable, str], tuple[Principal, float]] = {}
+        # (settings, token) -> what verifying it found; insertion order.
+        self._entries: dict[tuple[Hashable, str], VerifiedToken] = {}
 
-    def get(self, settings: Hashable, token: str) -> Principal | None:
+    def get(self, settings: Hashable, token: str) -> VerifiedToken | None:
         key = (settings, token)
-        entry = self._entries.get(key)
-        if entry is None:
+        verified = self._entries.get(key)
+        if verified is None:
             return None
-        principal, expires = entry
-        if self.clock() >= expires:
+        if self.clock() >= verified.expires_at:
             del self._entries[key]
             return None
-        return principal
+        return verified
 
-    def put(self, settings: Hashable, token: str, principal: Principal, expires: float) -> None:
+    def put(self, settings: Hashable, token: str, verified: VerifiedToken) -> None:
         if len(self._entries) >= self.max_entries:
             # Expired entries go first; if that is not enough, the oldest tenth,
             # so a full cache sweeps once per many inserts, not on each.
             now = self.clock()
-            for key in [key for key, (_, exp) in self._entries.items() if exp <= now]:
+            expired = [key for key, entry in self._entries.items() if entry.expires_at <= now]
+            for key in expired:
                 del self._entries[key]
             if len(self._entries) >= self.max_entries:
                 for key in list(self._entries)[: max(1, self.max_entries // 10)]:
                     del self._entries[key]
-        self._entries[(settings, token)] = (principal, expires)
+        self._entries[(settings, token)] = verified
 
     def __len__(self) -> int:
         return len(self._entries)

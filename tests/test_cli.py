@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import importlib.metadata
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,17 @@ GHVAULT = Path(sys.executable).parent / "ghvault"
 KEY_ENV = "USER_GH_APP_TOKEN_ENCRYPTION_KEY"
 START_UP_BOUND_SECONDS = 15.0
 # Variables the command reads; the caller's environment must not leak into a test.
-READ_PREFIXES = ("GHVAULT", "AUTH", "USER_GH", "GITHUB_", "GRAPHIQL", "GRAPHQL_", "PICCOLO")
+READ_PREFIXES = (
+    "GHVAULT",
+    "AUTH",
+    "USER_GH",
+    "GITHUB_",
+    "GRAPHIQL",
+    "GRAPHQL_",
+    "PICCOLO",
+    "HTTP_",
+    "SHUTDOWN_",
+)
 READ_NAMES = ("DATABASE_URL", "HOST", "PORT")
 
 
@@ -273,7 +284,7 @@ def served_env(tmp_path: Path) -> dict[str, str]:
             PORT=str(free_port()),
         )
     )
-    result = ghvault("migrate", cwd=tmp_path, env=env, timeout=60)
+    result = ghvault("migrate", "--create", cwd=tmp_path, env=env, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "data" / "ghvault.sqlite").is_file()
     return env
@@ -389,3 +400,106 @@ def test_export_schema_matches_the_checked_in_schema(tmp_path: Path) -> None:
     if not checked_in.exists():
         pytest.skip("schema.graphql is not checked in")
     assert result.stdout == checked_in.read_text()
+
+
+# --- operator mistakes: one line and a non-zero exit, never a traceback -------------
+
+DATABASE_COMMANDS = [("migrate",), ("keys", "status"), ("keys", "rewrap"), ("refresh-due",)]
+
+
+@pytest.fixture
+def unmigrated_sqlite_url(tmp_path: Path) -> str:
+    (tmp_path / "empty.sqlite").touch(mode=0o600)
+    return f"sqlite:///{tmp_path}/empty.sqlite"
+
+
+@pytest.fixture
+def unmigrated_postgres_url(postgres_server: Any) -> Iterator[str]:
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)
+
+
+@pytest.mark.parametrize("command", DATABASE_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize(
+    ("url", "status", "expected"),
+    [
+        ("postgres://ghvault:pw-Zq9@127.0.0.1:1/ghvault", 1, "cannot reach the database"),
+        ("sqlite:///dta/ghvault.sqlite", 1, "there is no database at"),
+        ("unmigrated_sqlite_url", 1, "`ghvault migrate --create`"),
+        ("unmigrated_postgres_url", 1, "`ghvault migrate --create`"),
+        ("postgres://ghvault:pw-Zq9@db:port/ghvault", 2, "configuration error: DATABASE_URL"),
+    ],
+    ids=["unreachable", "missing-file", "unmigrated", "unmigrated-postgres", "bad-url"],
+)
+def test_database_commands_explain_a_database_mistake_in_one_line(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    command: tuple[str, ...],
+    url: str,
+    status: int,
+    expected: str,
+) -> None:
+    """Make sure every command that opens the database answers each operator mistake with
+    one line and a non-zero exit: no traceback, no password, no Piccolo banner, nothing made."""
+    if url.startswith("unmigrated"):
+        url = request.getfixturevalue(url)
+    before = sorted(tmp_path.rglob("*"))
+    env = clean_env(**base_env(DATABASE_URL=url))
+
+    result = ghvault(*command, cwd=tmp_path, env=env, timeout=60)
+
+    assert result.returncode == status, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ghvault: ")
+    assert expected in lines[0]
+    assert "pw-Zq9" not in lines[0]
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_version_names_the_installed_release(tmp_path: Path) -> None:
+    result = ghvault("--version", cwd=tmp_path, env=clean_env())
+
+    assert result.returncode == 0
+    assert result.stdout == f"ghvault {importlib.metadata.version('ghvault')}\n"
+    assert result.stdout.split()[1][0].isdigit()
+
+
+def test_piccolo_names_a_malformed_database_url_in_one_line(tmp_path: Path) -> None:
+    """Make sure `piccolo migrations forwards all` (which imports piccolo_conf) does too."""
+    env = clean_env(DATABASE_URL="postgres://h1:5432,h2:x/db", PICCOLO_CONF="piccolo_conf")
+
+    result = subprocess.run(
+        [str(GHVAULT.parent / "piccolo"), "migrations", "forwards", "all"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "ghvault: configuration error: DATABASE_URL must name a host (or several, "
+        "comma-separated) and a database: postgres://host:5432/db"
+    ]
+
+
+def test_ghvault_piccolo_uses_ghvaults_configuration_wherever_it_runs(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """Make sure `ghvault piccolo ...` reaches ghvault's tables and migrations even from a
+    folder holding another project's piccolo_conf.py (which plain `piccolo` would pick)."""
+    (tmp_path / "piccolo_conf.py").write_text('raise SystemExit("the other project")\n')
+    env = clean_env(**base_env(DATABASE_URL=f"sqlite:///{sqlite_template}"))
+
+    checked = ghvault("piccolo", "migrations", "check", cwd=tmp_path, env=env, timeout=60)
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "the other project" not in checked.stdout + checked.stderr
+    ran = [line for line in checked.stdout.splitlines() if line.startswith("ghvault ")]
+    assert ran
+    assert all(line.rstrip().endswith("True") for line in ran)

@@ -173,6 +173,19 @@ BAD_CONFIGS = [
         {"GITHUB_TIMEOUT_SECONDS": "nan"}, "GITHUB_TIMEOUT_SECONDS", "nan", id="nan-timeout"
     ),
     pytest.param(
+        {"HTTP_MAX_CONNECTIONS": "many"}, "HTTP_MAX_CONNECTIONS", "many", id="connections-word"
+    ),
+    pytest.param({"HTTP_MAX_CONNECTIONS": "1"}, "HTTP_MAX_CONNECTIONS", None, id="one-connection"),
+    pytest.param(
+        {"HTTP_IDLE_TIMEOUT_SECONDS": "0"}, "HTTP_IDLE_TIMEOUT_SECONDS", None, id="no-idle-time"
+    ),
+    pytest.param(
+        {"SHUTDOWN_GRACE_SECONDS": "-1"}, "SHUTDOWN_GRACE_SECONDS", None, id="negative-grace"
+    ),
+    pytest.param(
+        {"SHUTDOWN_GRACE_SECONDS": "nan"}, "SHUTDOWN_GRACE_SECONDS", "nan", id="nan-grace"
+    ),
+    pytest.param(
         {"REFRESH_SWEEP_INTERVAL_SECONDS": "0.01"},
         "REFRESH_SWEEP_INTERVAL_SECONDS",
         "0.01",
@@ -254,6 +267,21 @@ def test_defaults() -> None:
     assert settings.jwt.algorithms == ("HS256",)
     assert settings.jwt.issuer is None
     assert settings.jwt.audience is None
+
+
+def test_serving_limits_default_to_a_capped_and_quickly_stopping_server() -> None:
+    serving = Settings.from_env(base_env()).serving
+    assert (serving.max_connections, serving.idle_timeout_seconds) == (1000, 15.0)
+    assert serving.shutdown_grace_seconds == 10.0
+
+
+def test_serving_limits_are_read_from_the_environment() -> None:
+    env = base_env(
+        HTTP_MAX_CONNECTIONS="50", HTTP_IDLE_TIMEOUT_SECONDS="75", SHUTDOWN_GRACE_SECONDS="0"
+    )
+    serving = Settings.from_env(env).serving
+    assert (serving.max_connections, serving.idle_timeout_seconds) == (50, 75.0)
+    assert serving.shutdown_grace_seconds == 0.0
 
 
 def test_environment_without_ghvault_env_is_development() -> None:
@@ -479,3 +507,69 @@ def test_unsigned_token_is_rejected() -> None:
     token = jwt.encode(claims(role="admin"), "", algorithm="none")
     with pytest.raises(AuthenticationError):
         authenticate(f"Bearer {token}", settings.jwt)
+
+
+@pytest.mark.parametrize(
+    ("url", "label"),
+    [
+        (
+            "postgres://u:hunter2@h1:5432,h2:5433/db?target_session_attrs=read-write",
+            "postgres://u@h1:5432,h2:5433/db",
+        ),
+        ("postgresql://u@[::1]:5432,10.0.0.2/db", "postgresql://u@[::1]:5432,10.0.0.2/db"),
+        ("postgres://db.internal/ghvault", "postgres://db.internal/ghvault"),
+    ],
+)
+def test_a_multi_host_database_url_is_passed_on_as_it_is(url: str, label: str) -> None:
+    """Make sure failover URLs (several hosts, as asyncpg reads them) are accepted unchanged,
+    and named for people without the password or parameters."""
+    database = Settings.from_env(base_env(DATABASE_URL=url)).database
+
+    assert (database.engine, database.postgres_dsn, database.label) == ("postgres", url, label)
+
+
+@pytest.mark.parametrize(
+    "url", ["postgres://u:hunter2@h1:5432,h2:port/db", "postgres://u:hunter2@h1,,h2/db"]
+)
+def test_a_malformed_host_list_is_one_line(url: str) -> None:
+    with pytest.raises(ConfigError, match="several, comma-separated") as refused:
+        Settings.from_env(base_env(DATABASE_URL=url))
+    assert "hunter2" not in str(refused.value)
+
+
+def test_a_transaction_pooled_database_listens_only_on_a_direct_url() -> None:
+    """Make sure DATABASE_POOL_MODE=transaction never LISTENs through DATABASE_URL (the pooler
+    would hand the notifications to another client), and uses DATABASE_LISTEN_URL when set."""
+    pooled = "postgres://u:hunter2@pgbouncer:6432/ghvault"
+    direct = "postgres://u:hunter2@db:5432/ghvault"
+
+    session = Settings.from_env(base_env(DATABASE_URL=pooled)).database
+    without = Settings.from_env(base_env(DATABASE_URL=pooled, DATABASE_POOL_MODE="transaction"))
+    with_listen = Settings.from_env(
+        base_env(DATABASE_URL=pooled, DATABASE_POOL_MODE="transaction", DATABASE_LISTEN_URL=direct)
+    )
+
+    assert (session.pooled_per_transaction, session.listen_dsn) == (False, pooled)
+    assert (without.database.pooled_per_transaction, without.database.listen_dsn) == (True, None)
+    assert with_listen.database.listen_dsn == direct
+    assert [line.split(":")[0] for line in without.start_up_warnings] == [
+        "DATABASE_POOL_MODE=transaction without DATABASE_LISTEN_URL"
+    ]
+    assert with_listen.start_up_warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DATABASE_POOL_MODE": "statement"}, "DATABASE_POOL_MODE must be one of"),
+        ({"DATABASE_LISTEN_URL": "sqlite:///x.sqlite"}, "DATABASE_LISTEN_URL must be"),
+        ({"DATABASE_LISTEN_URL": "postgres://u:hunter2@db:port/x"}, "DATABASE_LISTEN_URL must be"),
+        ({"DATABASE_URL": "sqlite:///x.sqlite", "DATABASE_POOL_MODE": "transaction"}, "PostgreSQL"),
+    ],
+    ids=["statement-mode", "sqlite-listen-url", "bad-listen-url", "sqlite-pooled"],
+)
+def test_pooling_settings_are_checked(env: dict[str, str], message: str) -> None:
+    overrides = {"DATABASE_URL": "postgres://u:hunter2@pgbouncer:6432/ghvault", **env}
+    with pytest.raises(ConfigError, match=message) as refused:
+        Settings.from_env(base_env(**overrides))
+    assert "hunter2" not in str(refused.value)

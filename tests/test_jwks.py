@@ -6,6 +6,7 @@ key; tests rotate its keys and take it down while ghvault runs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -23,7 +24,12 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from server.auth import AuthenticationError, authenticate
 from server.config import ConfigError, Settings
 from server.domain.enums import Role
-from server.jwks import REFETCHES_PER_MINUTE, JwksKeys, KeyUnavailable
+from server.jwks import (
+    MAX_FAILED_FETCH_BACKOFF_SECONDS,
+    REFETCHES_PER_MINUTE,
+    JwksKeys,
+    KeyUnavailable,
+)
 from tests.helpers import GraphQLClient, base_env
 
 
@@ -206,6 +212,56 @@ async def test_made_up_key_ids_cannot_make_ghvault_hammer_the_provider(
     assert (await keys.key_for(key_one.sign())).key_id == key_one.kid
 
 
+async def test_an_outage_does_not_keep_valid_tokens_refused_once_the_provider_is_back(
+    provider: IdentityProvider, key_one: SigningKey
+) -> None:
+    """Make sure failed fetches spend none of the refetch budget: after ten seconds of
+    tokens arriving during an outage, the first fetch once the provider is back (after at
+    most one backoff) serves again, not a minute later."""
+    clock = FakeMonotonic()
+    keys = JwksKeys(provider.url, monotonic=clock)
+    provider.up = False
+    for _ in range(20):
+        clock.now += 0.5
+        with pytest.raises(KeyUnavailable):
+            await keys.key_for(key_one.sign())
+
+    provider.up = True
+    clock.now += MAX_FAILED_FETCH_BACKOFF_SECONDS
+
+    assert (await keys.key_for(key_one.sign())).key_id == key_one.kid
+
+
+async def test_failed_fetches_back_off(provider: IdentityProvider, key_one: SigningKey) -> None:
+    """Make sure a minute of outage with a token every half second asks the down provider
+    about once per backoff, not for every token."""
+    clock = FakeMonotonic()
+    keys = JwksKeys(provider.url, monotonic=clock)
+    provider.up = False
+    for _ in range(120):
+        clock.now += 0.5
+        with pytest.raises(KeyUnavailable):
+            await keys.key_for(key_one.sign())
+
+    assert provider.fetches <= 60 / MAX_FAILED_FETCH_BACKOFF_SECONDS + 4
+
+
+async def test_requests_waiting_on_a_failed_fetch_share_its_outcome(
+    provider: IdentityProvider, key_one: SigningKey
+) -> None:
+    """Make sure twenty requests arriving while the provider is down cause one fetch, not
+    twenty in a row (each would wait for its own timeout)."""
+    provider.up = False
+    keys = JwksKeys(provider.url, monotonic=FakeMonotonic())
+
+    outcomes = await asyncio.gather(
+        *(keys.key_for(key_one.sign()) for _ in range(20)), return_exceptions=True
+    )
+
+    assert all(isinstance(outcome, KeyUnavailable) for outcome in outcomes)
+    assert provider.fetches == 1
+
+
 @pytest.mark.parametrize(
     "header", [{"alg": "RS256"}, {"alg": "RS256", "kid": 7}, {"alg": "RS256", "kid": ""}]
 )
@@ -352,3 +408,45 @@ def test_bad_identity_provider_settings_are_one_line(env: dict[str, str], messag
     """Make sure JWKS and role-claim settings are checked at start-up."""
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(base_env(**env))
+
+
+def test_production_refuses_a_key_set_without_an_audience() -> None:
+    """Make sure ghvault in production never accepts any token its identity provider signs
+    (for other APIs too): AUTH_JWT_AUDIENCE is required with AUTH_JWT_JWKS_URL."""
+    env = jwks_env("https://idp.example/jwks.json", GHVAULT_ENV="production")
+
+    with pytest.raises(ConfigError, match="AUTH_JWT_AUDIENCE must be set"):
+        Settings.from_env(env)
+    assert Settings.from_env({**env, "AUTH_JWT_AUDIENCE": "urn:ghvault"}).start_up_warnings == ()
+
+
+def test_development_warns_about_a_key_set_without_an_audience() -> None:
+    without = Settings.from_env(jwks_env("https://idp.example/jwks.json"))
+    audience = Settings.from_env(
+        jwks_env("https://idp.example/jwks.json", AUTH_JWT_AUDIENCE="urn:ghvault")
+    )
+
+    assert [warning.split(":")[0] for warning in without.start_up_warnings] == [
+        "AUTH_JWT_AUDIENCE must be set with AUTH_JWT_JWKS_URL"
+    ]
+    assert audience.start_up_warnings == ()
+    assert Settings.from_env(base_env()).start_up_warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("audience", "accepted"),
+    [("urn:ghvault", True), ("urn:other-api", False), (None, False)],
+    ids=["ghvault", "another-api", "no-audience"],
+)
+async def test_a_token_minted_for_another_api_is_refused(
+    provider: IdentityProvider, key_one: SigningKey, audience: str | None, accepted: bool
+) -> None:
+    settings = Settings.from_env(jwks_env(provider.url, AUTH_JWT_AUDIENCE="urn:ghvault"))
+    keys = JwksKeys(provider.url)
+    token = key_one.sign(**({"aud": audience} if audience else {}))
+
+    if accepted:
+        assert await principal_of(token, keys, settings) is Role.USER
+    else:
+        with pytest.raises(AuthenticationError):
+            await principal_of(token, keys, settings)

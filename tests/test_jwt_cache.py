@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from server.auth import AuthenticationError, Principal, authenticate, mint_token
+from server.auth import AuthenticationError, Principal, VerifiedToken, authenticate, mint_token
 from server.config import JwtConfig
 from server.domain.enums import Role
 from server.jwt_cache import VerifiedTokens
@@ -45,7 +45,7 @@ def test_an_expired_token_is_rejected_even_when_cached() -> None:
     token = token_for("alice", ttl=timedelta(seconds=-5))
     expired_at = datetime.now(UTC).timestamp() - 5
     # As if cached while it was still valid.
-    cache.put((CONFIG, None), token, Principal("alice", Role.USER), expired_at)
+    cache.put((CONFIG, None), token, VerifiedToken(Principal("alice", Role.USER), expired_at))
 
     with pytest.raises(AuthenticationError, match="ExpiredSignatureError"):
         authenticate(bearer(token), CONFIG, cache=cache)
@@ -56,11 +56,11 @@ def test_an_entry_is_dropped_at_exp() -> None:
     """Make sure the cache answers up to the token's exp and not at or after it."""
     now = [1_000.0]
     cache = VerifiedTokens(clock=lambda: now[0])
-    principal = Principal("alice", Role.USER)
-    cache.put(CONFIG, "token", principal, 1_060.0)
+    verified = VerifiedToken(Principal("alice", Role.USER), 1_060.0)
+    cache.put(CONFIG, "token", verified)
 
     now[0] = 1_059.9
-    assert cache.get(CONFIG, "token") == principal
+    assert cache.get(CONFIG, "token") == verified
     now[0] = 1_060.0
     assert cache.get(CONFIG, "token") is None
 

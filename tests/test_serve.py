@@ -33,6 +33,7 @@ from tests.test_cli import (
     stop,
     wait_until_healthy,
 )
+from tests.ws_client import connect
 
 
 def is_json_line(line: str) -> bool:
@@ -64,7 +65,7 @@ def sqlite_env(tmp_path: Path) -> dict[str, str]:
 
 
 def migrated(env: dict[str, str], cwd: Path) -> dict[str, str]:
-    result = ghvault("migrate", cwd=cwd, env=env, timeout=60)
+    result = ghvault("migrate", "--create", cwd=cwd, env=env, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     return env
 
@@ -79,10 +80,23 @@ def test_serve_refuses_a_database_that_was_never_migrated(
     tmp_path: Path, sqlite_env: dict[str, str]
 ) -> None:
     """Make sure `serve` on an empty database says to run `ghvault migrate`, and stops."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "ghvault.sqlite").touch()
     result = ghvault("serve", cwd=tmp_path, env=sqlite_env)
     assert_refused_with_one_line(
-        result, "ghvault migrate", f"lacks {MIGRATIONS} of {MIGRATIONS} migrations"
+        result, "ghvault migrate --create", f"lacks {MIGRATIONS} of {MIGRATIONS} migrations"
     )
+
+
+def test_serve_refuses_a_sqlite_file_that_does_not_exist(
+    tmp_path: Path, sqlite_env: dict[str, str]
+) -> None:
+    """Make sure a mistyped path is not served as a new, empty vault: nothing is created."""
+    result = ghvault("serve", cwd=tmp_path, env=sqlite_env)
+    assert_refused_with_one_line(
+        result, f"there is no database at {tmp_path}/data/ghvault.sqlite", "--create"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_serve_refuses_a_database_missing_a_migration(
@@ -152,7 +166,7 @@ def test_serve_refuses_an_sqlite_path_it_cannot_open(tmp_path: Path) -> None:
         **base_env(DATABASE_URL=f"sqlite:///{blocker}/ghvault.sqlite", PORT=str(free_port()))
     )
     result = ghvault("serve", cwd=tmp_path, env=env)
-    assert_refused_with_one_line(result, "cannot reach the database of DATABASE_URL")
+    assert_refused_with_one_line(result, f"there is no database at {blocker}/ghvault.sqlite")
 
 
 # --- flags ---------------------------------------------------------------------
@@ -226,3 +240,45 @@ async def test_objects_made_at_start_up_are_left_out_of_garbage_collection(
         gc.unfreeze()
     # The schema, the app and everything imported: tens of thousands of objects.
     assert frozen > 10_000
+
+
+# --- stopping ------------------------------------------------------------------
+
+
+async def test_sigterm_with_an_open_subscription_closes_it_and_exits(
+    tmp_path: Path, sqlite_env: dict[str, str]
+) -> None:
+    """Make sure a stop during a deploy tells subscribers to reconnect (1001) and exits at once,
+    rather than waiting for them to leave."""
+    env = migrated(sqlite_env, tmp_path)
+    token = ghvault("dev-token", "--sub", "alice", "--role", "user", cwd=tmp_path, env=env)
+    base = f"http://127.0.0.1:{env['PORT']}"
+    process = await asyncio.create_subprocess_exec(
+        str(GHVAULT),
+        "serve",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    stderr = asyncio.create_task(process.stderr.read())
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        try:
+            await wait_until_healthy(http, base, process, time.monotonic() + START_UP_BOUND_SECONDS)
+            async with connect(http, f"{base}/graphql") as socket:
+                assert (await socket.init(f"Bearer {token.stdout.strip()}"))["type"] == (
+                    "connection_ack"
+                )
+                operation = await socket.subscribe("subscription { githubTokenChanged { state } }")
+                await socket.next_payload(operation)
+                process.send_signal(signal.SIGTERM)
+                closed = await socket.closed()
+            exit_code = await asyncio.wait_for(process.wait(), timeout=30)
+        finally:
+            await stop(process)
+    lines = [json.loads(line) for line in (await stderr).decode().splitlines()]
+    assert closed.code == 1001
+    assert exit_code == 0
+    assert lines[-1]["message"] == "stopped"
+    assert not [line for line in lines if line["level"] == "ERROR" or "exception" in line]

@@ -130,7 +130,7 @@ async def test_the_installed_wheel_migrates_serves_and_answers_a_query(
     for path in where.split():
         assert Path(path).is_relative_to(installed), where
 
-    run(bin_dir / "ghvault", "migrate", cwd=elsewhere, env=env)
+    run(bin_dir / "ghvault", "migrate", "--create", cwd=elsewhere, env=env)
     checked = run(bin_dir / "piccolo", "migrations", "check", cwd=elsewhere, env=env)
     ran = [
         line.split("|")[-1].strip() for line in checked.splitlines() if line.startswith("ghvault")
@@ -164,7 +164,7 @@ async def test_the_installed_wheel_migrates_serves_and_answers_a_query(
                 assert time.monotonic() < deadline, "the installed server never became ready"
                 await asyncio.sleep(0.2)
             body = await graphql(http, base, "{ viewer { id role } }", token)
-            async with http.get(f"{base}/graphql") as response:
+            async with http.get(f"{base}/graphql", headers={"Accept": "text/html"}) as response:
                 page = await response.text()
             statuses = {}
             for asset in re.findall(r'(?:src|href)="(/graphiql/[^"]+)"', page):

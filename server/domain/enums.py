@@ -98,4 +98,6 @@ class RequestErrorCode(StrEnum):
     INVALID_INPUT = ErrorCode.INVALID_INPUT.name
     QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"  # over the document budget (graphql/budget.py)
     INTERNAL = "INTERNAL"
+    # Something ghvault depends on (the database, GitHub) is out: retry later (HTTP 503).
+    UNAVAILABLE = "UNAVAILABLE"
     TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"

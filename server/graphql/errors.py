@@ -19,11 +19,14 @@ from strawberry.extensions import SchemaExtension
 
 from server.domain.enums import RequestErrorCode
 from server.domain.errors import InvalidInput
+from server.github import GitHubUnavailable
 from server.redaction import redact, redact_obj
+from server.storage.outages import is_database_outage
 
 logger = logging.getLogger("ghvault.graphql")
 
 UNEXPECTED_MESSAGE = "Unexpected error"
+UNAVAILABLE_MESSAGE = "Temporarily unavailable (the database or GitHub is out): retry later"
 SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
 
 
@@ -58,9 +61,27 @@ def _public(error: GraphQLError) -> tuple[str, dict[str, object]] | None:
     return None
 
 
+def _outage(error: GraphQLError) -> BaseException | None:
+    """The exception behind `error` when it says something ghvault depends on is out."""
+    original = error.original_error
+    if original is None:
+        return None
+    if is_database_outage(original) or isinstance(original, GitHubUnavailable):
+        return original
+    return None
+
+
 def client_error(error: GraphQLError, *, request_id: str, production: bool) -> GraphQLError:
     """What the client may see of `error`: redacted, and masked when unexpected."""
     public = _public(error)
+    if public is None and _outage(error) is not None:
+        public = (
+            UNAVAILABLE_MESSAGE,
+            {
+                "code": RequestErrorCode.UNAVAILABLE.value,
+                "requestId": request_id,
+            },
+        )
     if public is None:
         message = UNEXPECTED_MESSAGE if production else f"{UNEXPECTED_MESSAGE}: {error.message}"
         public = message, {"code": RequestErrorCode.INTERNAL.value, "requestId": request_id}
@@ -84,6 +105,12 @@ def log_error(error: GraphQLError, *, request_id: str) -> None:
     path = ".".join(str(part) for part in error.path or ())
     if _public(error) is not None:
         logger.info("request %s: %s at %s", request_id, redact(error.message), path or "-")
+        return
+    outage = _outage(error)
+    if outage is not None:
+        # One line per request while the outage lasts, not a traceback each.
+        detail = ": ".join(filter(None, (type(outage).__name__, str(outage))))
+        logger.warning("request %s: unavailable at %s: %s", request_id, path or "-", redact(detail))
         return
     original = error.original_error or error
     detail = "".join(traceback.format_exception(original))

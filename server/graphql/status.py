@@ -15,6 +15,12 @@ from server.graphql.types import Connection, Edge, Info
 
 @strawberry.type
 class GithubTokenStatus:
+    id: strawberry.ID = strawberry.field(
+        description=(
+            "Stable for one user and app type, in every state (NOT_CONNECTED included), "
+            "so that client caches update a status in place."
+        )
+    )
     user_id: strawberry.ID
     app_type: AppType
     state: TokenState
@@ -34,6 +40,7 @@ class GithubTokenStatus:
     @classmethod
     def from_domain(cls, token: status.TokenStatus) -> GithubTokenStatus:
         return cls(
+            id=strawberry.ID(f"{token.app_type.value}:{token.user_id}"),
             user_id=strawberry.ID(token.user_id),
             app_type=token.app_type,
             state=token.state,

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from piccolo.engine.base import Engine
@@ -26,6 +24,7 @@ from server.domain.locks import KeyedLocks
 from server.github import GitHubClient, new_client_session
 from server.github_proxy.relay import GitHubProxy, add_github_proxy
 from server.graphql.schema import create_schema
+from server.http import connections
 from server.http.appkeys import (
     CLIENT_ADDRESS,
     CLOCK,
@@ -34,6 +33,7 @@ from server.http.appkeys import (
     JWKS,
     KNOWN_USERS,
     METRICS,
+    OPEN_SOCKETS,
     REFRESH_LOCKS,
     REQUEST_ID,
     SETTINGS,
@@ -49,24 +49,13 @@ from server.http.request_context import REQUEST_ID_HEADER, request_scope
 from server.http.routes import github_webhook
 from server.jwks import JwksKeys
 from server.jwt_cache import VerifiedTokens
-from server.redaction import redact
 from server.storage import engines
-from server.storage.migration_state import DatabaseNotReady, check_schema, schema_problem
+from server.storage.migration_state import schema_problem, serving_checked
 from server.storage.token_changes import change_source
 
 logger = logging.getLogger("ghvault.app")
 
 READINESS_TIMEOUT_SECONDS = 1.0
-# What opening the pool raises when the database is not there: refused or
-# unresolvable hosts, no answer, wrong credentials or database name, an
-# unwritable SQLite path.
-DATABASE_UNREACHABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    sqlite3.Error,
-)
 # A socket that has not sent connection_init by then is closed (4408).
 CONNECTION_INIT_TIMEOUT = timedelta(seconds=10)
 
@@ -87,6 +76,13 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         raise
     response.headers[REQUEST_ID_HEADER] = request_id
     return response
+
+
+@web.middleware
+async def busy_connection_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A connection whose request is being handled is never closed to make room for another."""
+    connections.mark_busy(request)
+    return await handler(request)
 
 
 @web.middleware
@@ -120,25 +116,19 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response(
             {"status": "unavailable", "database": True, "migrations": False}, status=503
         )
-    return web.json_response({"status": "ready", "database": True, "migrations": True})
+    # Subscribers on this process go deaf while a LISTEN connection is lost.
+    source = request.app[TOKEN_CHANGES].source
+    notifications = "lost" if source and not source.hearing else source.mode if source else "off"
+    status = "unavailable" if notifications == "lost" else "ready"
+    return web.json_response(
+        {"status": status, "database": True, "migrations": True, "notifications": notifications},
+        status=503 if notifications == "lost" else 200,
+    )
 
 
 async def _database_context(app: web.Application) -> AsyncIterator[None]:
-    engine = app[ENGINE]
-    engines.bind_tables(engine)
-    try:
-        await engines.start(engine)
-        try:
-            await check_schema(engine)
-        except BaseException:
-            await engines.stop(engine)
-            raise
-    except DATABASE_UNREACHABLE as exc:
-        raise DatabaseNotReady(
-            f"cannot reach the database of DATABASE_URL: {type(exc).__name__}: {redact(str(exc))}"
-        ) from None
-    yield
-    await engines.stop(engine)
+    async with serving_checked(app[ENGINE]):
+        yield
 
 
 async def _github_context(app: web.Application) -> AsyncIterator[None]:
@@ -156,7 +146,9 @@ async def _github_context(app: web.Application) -> AsyncIterator[None]:
 async def _token_changes_context(app: web.Application) -> AsyncIterator[None]:
     """What status subscriptions hear: NOTIFY on PostgreSQL, polling on SQLite."""
     changes = app[TOKEN_CHANGES]
-    source = change_source(app[ENGINE], changes.changed)
+    source = await change_source(
+        app[ENGINE], changes.changed, listen_dsn=app[SETTINGS].database.listen_dsn
+    )
     changes.source = source
     await source.start()
     yield
@@ -201,7 +193,11 @@ def create_app(
     `clock` and `engine` are injectable for tests; an injected engine is the
     caller's to bind, start and stop.
     """
-    middlewares: list[Middleware] = [client_address_middleware, request_id_middleware]
+    middlewares: list[Middleware] = [
+        busy_connection_middleware,
+        client_address_middleware,
+        request_id_middleware,
+    ]
     if settings.cors_allowed_origins:
         middlewares.append(cors_middleware(settings.cors_allowed_origins))
     app = web.Application(
@@ -217,6 +213,7 @@ def create_app(
         app[JWKS] = JwksKeys(settings.jwt.jwks_url)
     app[TOKEN_CHANGES] = TokenChanges()
     app[VERIFIED_TOKENS] = VerifiedTokens()
+    app[OPEN_SOCKETS] = set()
     if engine is None:
         app[ENGINE] = engines.create_engine(settings.database)
         app.cleanup_ctx.append(_database_context)
@@ -243,14 +240,15 @@ def create_app(
     graphiql_page = add_graphiql_routes(app) if settings.graphiql_enabled else None
 
     async def graphql_get(request: web.Request) -> web.StreamResponse:
-        # Subscriptions upgrade GET /graphql to a websocket; otherwise it is the
-        # GraphiQL page, and without GraphiQL not a thing ("not found", rather
-        # than "method not allowed").
+        # Subscriptions upgrade GET /graphql to a websocket, and a browser asking
+        # for HTML gets GraphiQL's page; GraphQL requests are served over POST only.
         if view.is_websocket_request(request):
             return await view(request)
-        if graphiql_page is None:
-            raise web.HTTPNotFound
-        return await graphiql_page(request)
+        if graphiql_page is not None and "text/html" in request.headers.get("Accept", ""):
+            return await graphiql_page(request)
+        raise web.HTTPMethodNotAllowed(
+            "GET", ["POST"], text="GraphQL requests are served over POST only"
+        )
 
     app.router.add_route("POST", "/graphql", view)
     app.router.add_get("/graphql", graphql_get)

@@ -23,6 +23,8 @@ METRICS = web.AppKey("metrics", Metrics)
 JWKS = web.AppKey("jwks", JwksKeys)
 TOKEN_CHANGES = web.AppKey("token_changes", TokenChanges)
 VERIFIED_TOKENS = web.AppKey("verified_tokens", VerifiedTokens)
+# The subscription sockets open now, closed with "going away" at shutdown.
+OPEN_SOCKETS = web.AppKey("open_sockets", set[web.WebSocketResponse])
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # Who sent the request: the peer, or the client its trusted proxies name.

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
-STOP_TIMEOUT_SECONDS = 30.0
+# How long a stopping worker may take, beyond its own grace period, before it is killed.
+STOP_MARGIN_SECONDS = 20.0
 
 
 def reserve_port(host: str, port: int) -> tuple[socket.socket | None, int]:
@@ -40,11 +41,14 @@ def run_workers(
     port: int,
     worker: Callable[[str, int], int],
     *,
+    grace_seconds: float = 10.0,
     on_exit: Callable[[int], None] | None = None,
 ) -> int:
     """Run `worker(host, port)` in `count` processes; their first non-zero exit code, or 0.
 
-    `on_exit(pid)` is called once for each worker, after it has exited.
+    A worker still running `grace_seconds` (SHUTDOWN_GRACE_SECONDS) and a
+    margin after being told to stop is killed. `on_exit(pid)` is called once
+    for each worker, after it has exited.
     """
     holder, port = reserve_port(host, port)
     context = multiprocessing.get_context("spawn")
@@ -91,7 +95,7 @@ def run_workers(
         return exit_code
     finally:
         for process in processes:
-            process.join(STOP_TIMEOUT_SECONDS)
+            process.join(grace_seconds + STOP_MARGIN_SECONDS)
             if process.is_alive():
                 process.kill()
                 process.join()

@@ -30,13 +30,31 @@ POSTGRES_CONNECT_TIMEOUT_SECONDS = 5.0
 POSTGRES_COMMAND_TIMEOUT_SECONDS = 30.0
 
 
+class QuietPostgresEngine(PostgresEngine):
+    """Piccolo's PostgresEngine, without the server version it fetches when constructed.
+
+    Piccolo connects from the constructor to log that version, and on a
+    database it cannot reach logs "version 0.0" under a coloured warning;
+    ghvault says itself, in one line, when the database cannot be reached.
+    """
+
+    async def check_version(self) -> None:
+        return None
+
+
 def create_engine(config: DatabaseConfig) -> Engine[Any]:
     if config.is_sqlite:
         assert config.sqlite_path is not None
         return PooledSQLiteEngine(path=str(config.sqlite_path))
-    return PostgresEngine(
-        config={"dsn": config.postgres_dsn, "timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
-    )
+    options: dict[str, Any] = {
+        "dsn": config.postgres_dsn,
+        "timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS,
+    }
+    if config.pooled_per_transaction:
+        # The next statement may reach another server connection, where a statement
+        # prepared on this one does not exist: asyncpg then uses unnamed statements.
+        options["statement_cache_size"] = 0
+    return QuietPostgresEngine(config=options)
 
 
 def bind_tables(engine: Engine[Any]) -> None:

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import ast
 import functools
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from piccolo.engine.base import Engine
+from piccolo.engine.sqlite import SQLiteEngine
 
+from server.redaction import redact
+from server.storage import engines
 from server.storage.engines import is_sqlite
 
 # The top-level migrations folder: beside the `server` package, in the
@@ -25,8 +32,55 @@ MIGRATIONS_FOLDER = Path(__file__).resolve().parents[2] / "piccolo_migrations"
 _APPLIED = "SELECT name FROM migration WHERE app_name = 'ghvault'"
 
 
+# What opening a connection raises when the database is not there: refused or
+# unresolvable hosts, no answer, wrong credentials or database name, an
+# unwritable SQLite path or a file that is not a database.
+DATABASE_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    sqlite3.Error,
+)
+
+
 class DatabaseNotReady(Exception):
     """The database cannot serve this ghvault; the message (one line) says what to do."""
+
+
+def unreachable(exc: BaseException) -> DatabaseNotReady:
+    return DatabaseNotReady(
+        f"cannot reach the database of DATABASE_URL: {type(exc).__name__}: {redact(str(exc))}"
+    )
+
+
+def refuse_a_missing_file(engine: Engine[Any]) -> None:
+    """DatabaseNotReady when `engine` is SQLite's and its file does not exist."""
+    if isinstance(engine, SQLiteEngine) and not Path(engine.path).exists():
+        raise DatabaseNotReady(
+            f"there is no database at {Path(engine.path).absolute()}: check DATABASE_URL, or "
+            "run `ghvault migrate --create` to make a new, empty one there"
+        )
+
+
+@asynccontextmanager
+async def serving_checked(engine: Engine[Any]) -> AsyncIterator[None]:
+    """`engines.serving(engine)` once the database is there and holds this release's migrations.
+
+    Raises DatabaseNotReady otherwise. A SQLite file that does not exist is
+    refused rather than created: a mistyped path must not become a new vault.
+    """
+    refuse_a_missing_file(engine)
+    ready = False
+    try:
+        async with engines.serving(engine):
+            await check_schema(engine)
+            ready = True
+            yield
+    except DATABASE_UNREACHABLE as exc:
+        if ready:
+            raise
+        raise unreachable(exc) from None
 
 
 @functools.cache
@@ -81,6 +135,11 @@ async def schema_problem(engine: Engine[Any]) -> str | None:
             f"({', '.join(unknown)}): run the ghvault release that applied them, or a newer one"
         )
     missing = shipped - applied
+    if not applied:
+        return (
+            f"the database lacks {len(missing)} of {len(shipped)} migrations (it holds no "
+            "ghvault tables): check DATABASE_URL, or run `ghvault migrate --create` to set it up"
+        )
     if missing:
         return (
             f"the database lacks {len(missing)} of {len(shipped)} migrations: "

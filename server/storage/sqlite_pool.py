@@ -55,6 +55,10 @@ def _file_identity(path: str) -> FileIdentity | None:
     return status.st_dev, status.st_ino
 
 
+class DatabaseFileUnavailable(sqlite3.OperationalError):
+    """The database file is gone from its path (moved, deleted, not yet restored)."""
+
+
 class PooledSQLiteEngine(SQLiteEngine):
     """SQLiteEngine with kept connections once `start_connection_pool` ran.
 
@@ -82,6 +86,10 @@ class PooledSQLiteEngine(SQLiteEngine):
         self._unfinished: set[asyncio.Future[Any]] = set()
         # server.storage.reads.LoopReader, made on the first hot read of a started pool.
         self.loop_reader: Any = None
+
+    async def check_version(self) -> None:
+        # Piccolo's logs SQLite's version read as a float ("Running Sqlite version 3.4").
+        return None
 
     @property
     def pooled(self) -> bool:
@@ -162,7 +170,7 @@ class PooledSQLiteEngine(SQLiteEngine):
         """Fail when the file is gone; retire the idle connections when it was replaced."""
         identity = _file_identity(self.path)
         if identity is None:
-            raise sqlite3.OperationalError("database file is unavailable")
+            raise DatabaseFileUnavailable("database file is unavailable")
         if identity == self._identity:
             return
         retired, self._idle, self._current = self._idle, [], set()

@@ -9,9 +9,12 @@ Two sources, one per engine, both reporting only committed changes:
   every watched key counts as changed, since notifications sent meanwhile
   are gone.
 - SQLite has no NOTIFY. Each process polls the rows it has been asked to
-  watch (one indexed read per `SQLITE_POLL_SECONDS`, only while something is
+  watch (one indexed read per `POLL_SECONDS`, only while something is
   watched) and reports those whose (id, credential_version, revoked_at)
-  moved. That sees writes by other processes on the same file too.
+  moved. That sees writes by other processes on the same file too. So does
+  PostgreSQL behind a transaction pooler without a direct DATABASE_LISTEN_URL,
+  where LISTEN cannot work, and where a start-up check finds that
+  notifications sent through the pool never reach the LISTEN connection.
 
 Either way `on_change` gets the keys that changed; subscribers re-read the
 status themselves, so a missed or duplicated report costs one read, never a
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -41,7 +45,7 @@ TokenKey = tuple[str, AppType]
 ChangeCallback = Callable[[Iterable[TokenKey]], None]
 
 CHANNEL = "ghvault_token_changes"
-SQLITE_POLL_SECONDS = 0.25
+POLL_SECONDS = 0.25
 POLL_CHUNK = 500
 LISTEN_CONNECT_TIMEOUT_SECONDS = 5.0
 LISTEN_RETRY_SECONDS = 1.0
@@ -52,6 +56,10 @@ LISTEN_PING_SECONDS = 30.0
 # How long a new watcher waits for the LISTEN connection before going on
 # without it (it hears about changes once the connection is back).
 LISTEN_READY_SECONDS = 5.0
+# At start-up a notification sent through the pool must reach a LISTEN
+# connection within this long, or the process polls instead.
+LISTEN_CHECK_SECONDS = 2.0
+LISTEN_CHECK_CHANNEL = "ghvault_listen_check"
 
 
 class ChangeSource:
@@ -61,11 +69,19 @@ class ChangeSource:
     `_stopping` is set.
     """
 
+    # What /readyz reports: "listen" (NOTIFY) or "poll".
+    mode = "poll"
+
     def __init__(self, on_change: ChangeCallback) -> None:
         self.on_change = on_change
         self.watched: Counter[TokenKey] = Counter()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def hearing(self) -> bool:
+        """False while watched keys cannot hear about changes (a lost LISTEN connection)."""
+        return True
 
     async def start(self) -> None:
         raise NotImplementedError
@@ -89,10 +105,16 @@ class ChangeSource:
 class PostgresChanges(ChangeSource):
     """LISTEN on a dedicated connection; the trigger sends the keys."""
 
+    mode = "listen"
+
     def __init__(self, dsn: str, on_change: ChangeCallback) -> None:
         super().__init__(on_change)
         self._dsn = dsn
         self._listening = asyncio.Event()
+
+    @property
+    def hearing(self) -> bool:
+        return not self.watched or self._listening.is_set()
 
     async def start(self) -> None:
         # The connection is opened by the first watcher: a process nobody
@@ -167,10 +189,10 @@ class PostgresChanges(ChangeSource):
 Fingerprint = tuple[Any, ...]
 
 
-class SQLitePolling(ChangeSource):
+class Polling(ChangeSource):
     """Polls the watched rows; reports the keys whose fingerprint moved."""
 
-    def __init__(self, on_change: ChangeCallback, interval: float = SQLITE_POLL_SECONDS) -> None:
+    def __init__(self, on_change: ChangeCallback, interval: float = POLL_SECONDS) -> None:
         super().__init__(on_change)
         self.interval = interval
         self._seen: dict[TokenKey, Fingerprint | None] = {}
@@ -233,7 +255,50 @@ async def _fingerprints(keys: list[TokenKey]) -> dict[TokenKey, Fingerprint | No
     return found
 
 
-def change_source(engine: Engine[Any], on_change: ChangeCallback) -> ChangeSource:
-    if isinstance(engine, PostgresEngine):
-        return PostgresChanges(engine.config["dsn"], on_change)
-    return SQLitePolling(on_change)
+async def notifications_arrive(engine: PostgresEngine, listen_dsn: str) -> bool:
+    """Whether a NOTIFY sent through the engine's pool reaches a LISTEN on `listen_dsn`.
+
+    It does not when the pool goes through a transaction pooler and so does
+    the LISTEN (the notification goes to whichever client holds that server
+    connection then), or when the two URLs name different databases.
+    """
+    heard = asyncio.Event()
+    nonce = uuid.uuid4().hex
+    connection = await asyncpg.connect(listen_dsn, timeout=LISTEN_CONNECT_TIMEOUT_SECONDS)
+    try:
+        await connection.add_listener(
+            LISTEN_CHECK_CHANNEL, lambda *args: heard.set() if args[3] == nonce else None
+        )
+        await engine.run_ddl(f"SELECT pg_notify('{LISTEN_CHECK_CHANNEL}', '{nonce}')")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(heard.wait(), LISTEN_CHECK_SECONDS)
+    finally:
+        connection.terminate()
+    return heard.is_set()
+
+
+async def change_source(
+    engine: Engine[Any], on_change: ChangeCallback, *, listen_dsn: str | None
+) -> ChangeSource:
+    """NOTIFY on PostgreSQL where a LISTEN connection hears it, polling otherwise."""
+    if not isinstance(engine, PostgresEngine) or listen_dsn is None:
+        return Polling(on_change)
+    try:
+        arrived = await notifications_arrive(engine, listen_dsn)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        logger.warning(
+            "cannot LISTEN on the database (%s): status subscriptions poll instead; check "
+            "DATABASE_LISTEN_URL",
+            type(exc).__name__,
+        )
+        return Polling(on_change)
+    if not arrived:
+        logger.warning(
+            "a NOTIFY sent through DATABASE_URL did not reach a LISTEN connection within %g s: "
+            "status subscriptions poll instead. Behind a transaction pooler (PgBouncer "
+            "pool_mode=transaction) set DATABASE_POOL_MODE=transaction and point "
+            "DATABASE_LISTEN_URL at the database directly",
+            LISTEN_CHECK_SECONDS,
+        )
+        return Polling(on_change)
+    return PostgresChanges(listen_dsn, on_change)

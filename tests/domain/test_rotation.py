@@ -209,7 +209,7 @@ def test_keys_status_and_rewrap_commands(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    run("migrate", key=KEY_A)
+    run("migrate", "--create", key=KEY_A)
     seed = (
         "import asyncio, os\n"
         "from server.config import Settings\n"

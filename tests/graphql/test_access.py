@@ -51,7 +51,7 @@ async def test_anonymous_callers_are_unauthenticated_everywhere(
     for query, variables in _operations(clock()):
         body = await gql.post(query, variables)
         assert error_codes(body) == ["UNAUTHENTICATED"], query
-        assert not any((body["data"] or {}).values())
+        assert "data" not in body
 
 
 def _jwt(**claims: object) -> str:

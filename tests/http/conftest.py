@@ -1,4 +1,4 @@
-"""Fixtures of the HTTP tests: a migrated SQLite file, and a headless Chromium.
+"""Fixtures of the HTTP tests: a migrated SQLite file (and the app on it), a headless Chromium.
 
 Without Chromium the browser tests are skipped, loudly, unless GHVAULT_REQUIRE_BROWSER=1
 (CI sets it, and .ci/run installs Chromium), which makes that a failure.
@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 
+from server.config import Settings
+from server.http.app import create_app
 from tests.browser import Browser, find_chromium, launch
+from tests.helpers import GraphQLClient, base_env
 
 _browser_skip_reason: str | None = None
 
@@ -25,6 +28,13 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
     path = tmp_path / "ghvault.sqlite"
     shutil.copyfile(sqlite_template, path)
     return f"sqlite:///{path}"
+
+
+@pytest.fixture
+async def sqlite_gql(aiohttp_client: Any, sqlite_url: str) -> GraphQLClient:
+    """The app on SQLite alone, for what happens at the edge, before any storage."""
+    settings = Settings.from_env(base_env(DATABASE_URL=sqlite_url))
+    return GraphQLClient(await aiohttp_client(create_app(settings)))
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """The database goes away and comes back while the service runs.
 
-While it is away /readyz says 503 within a second, GraphQL callers get the
-masked "Unexpected error", and nothing is half-written; once it is back the
+While it is away /readyz says 503 within a second, GraphQL callers get a
+503 with Retry-After and UNAVAILABLE (nothing else of the failure), and
+nothing is half-written; once it is back the
 same app instance serves again, without a restart. PostgreSQL is reached
 through a TCP proxy on loopback that the tests cut and restore (the shared
 server is never touched); the SQLite file is moved away and back, or
@@ -27,8 +28,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from server.config import Settings
-from server.graphql.errors import UNEXPECTED_MESSAGE
+from server.graphql.errors import UNAVAILABLE_MESSAGE
 from server.http.app import create_app
+from server.http.graphql_responses import RETRY_AFTER_SECONDS
 from server.http.request_context import REQUEST_ID_HEADER
 from server.storage import engines
 from tests.helpers import (
@@ -42,106 +44,13 @@ from tests.helpers import (
     migrate,
     store_input,
 )
+from tests.tcp_proxy import TcpProxy
 
 PASSWORD = "s3cr3t-pw"
 # READINESS_TIMEOUT_SECONDS plus room for the request itself.
 READINESS_BOUND_SECONDS = 1.5
 RECOVERY_SECONDS = 10.0
 GITHUB_USER_IDS = {"alice": "1001", "bob": "1002", "carol": "1003"}
-
-
-class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a target, until told otherwise.
-
-    `cut()` resets every open connection and every new one, as a database
-    that went away does; `stall()` keeps connections open but moves no more
-    bytes, as a dropped network path does; `restore()` forwards again. With
-    `cut_before` set, the proxy cuts itself when the client sends those
-    bytes, before they reach the server.
-    """
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = 0
-        self.cut_before: bytes | None = None
-        self._up = True
-        self._flowing = asyncio.Event()
-        self._flowing.set()
-        self._server: asyncio.Server | None = None
-        self._transports: set[asyncio.WriteTransport] = set()
-        self._handlers: set[asyncio.Task[Any]] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
-
-    def cut(self) -> None:
-        self._up = False
-        for transport in list(self._transports):
-            transport.abort()
-        self._flowing.set()  # stalled pipes wake up to find their connection gone
-
-    def stall(self) -> None:
-        self._flowing.clear()
-
-    def restore(self) -> None:
-        self._up = True
-        self._flowing.set()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        transports = {writer.transport}
-        self._transports |= transports
-        try:
-            await self._flowing.wait()
-            if not self._up:
-                return
-            try:
-                server_reader, server_writer = await asyncio.open_connection(*self.target)
-            except OSError:
-                return
-            transports.add(server_writer.transport)
-            self._transports.add(server_writer.transport)
-            if not self._up:  # cut while connecting
-                return
-            await asyncio.gather(
-                self._pipe(reader, server_writer, watch=True),
-                self._pipe(server_reader, writer),
-            )
-        finally:
-            for transport in transports:
-                transport.abort()
-            self._transports -= transports
-            self._handlers.discard(task)
-
-    async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, watch: bool = False
-    ) -> None:
-        try:
-            while data := await reader.read(65536):
-                await self._flowing.wait()
-                if not self._up:
-                    return
-                if watch and self.cut_before is not None and self.cut_before in data:
-                    self.cut_before = None
-                    self.cut()
-                    return
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            # One side hung up: so does the other.
-            writer.transport.abort()
 
 
 # ---------------------------------------------------------------- helpers
@@ -172,7 +81,12 @@ async def wait_until_ready(client: TestClient) -> None:
 
 
 async def graphql(
-    client: TestClient, query: str, variables: dict[str, Any] | None = None, *, auth: str
+    client: TestClient,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    auth: str,
+    status: int = 200,
 ) -> tuple[dict[str, Any], str, str]:
     """The decoded body, the raw text and the request id of one GraphQL POST."""
     response = await client.post(
@@ -181,7 +95,9 @@ async def graphql(
         headers={"Authorization": auth},
     )
     text = await response.text()
-    assert response.status == 200, text
+    assert response.status == status, text
+    if status == 503:
+        assert response.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
     return json.loads(text), text, response.headers[REQUEST_ID_HEADER]
 
 
@@ -202,17 +118,29 @@ async def alice_token_state(client: TestClient) -> str:
     return body["data"]["viewer"]["githubToken"]["state"]
 
 
-async def assert_masked_failures(client: TestClient, clock: MovableClock, user_id: str) -> None:
-    """A query and a store for `user_id` both fail with only the masked error."""
-    attempts = [
-        await graphql(client, VIEWER_TOKEN, auth=ALICE),
-        await graphql(client, STORE, store_variables(user_id, clock), auth=SERVICE),
-    ]
-    for body, text, request_id in attempts:
-        assert [error["message"] for error in body["errors"]] == [UNEXPECTED_MESSAGE], text
-        assert body["errors"][0]["extensions"]["requestId"] == request_id
-        for detail in ("Traceback", "asyncpg", "sqlite", "database", PASSWORD):
-            assert detail not in text
+def assert_unavailable(body: dict[str, Any], text: str, request_id: str) -> None:
+    """Only "retry later" and the request id: no driver, path, DSN or password."""
+    assert [error["message"] for error in body["errors"]] == [UNAVAILABLE_MESSAGE], text
+    assert body["errors"][0]["extensions"] == {"code": "UNAVAILABLE", "requestId": request_id}
+    for detail in ("Traceback", "asyncpg", "sqlite", "Error", PASSWORD):
+        assert detail not in text
+
+
+async def assert_callers_told_to_retry(
+    client: TestClient, clock: MovableClock, user_id: str, log_output: StringIO
+) -> None:
+    """A query and a store for `user_id` both answer 503, UNAVAILABLE, Retry-After, and
+    log one WARNING line each (no ERROR, no traceback)."""
+    logged = len(log_output.getvalue())
+    for query, variables, auth in [
+        (VIEWER_TOKEN, {}, ALICE),
+        (STORE, store_variables(user_id, clock), SERVICE),
+    ]:
+        assert_unavailable(*await graphql(client, query, variables, auth=auth, status=503))
+    lines = [json.loads(line) for line in log_output.getvalue()[logged:].splitlines()]
+    assert not [line for line in lines if line["level"] == "ERROR"], lines
+    told = [line for line in lines if line["logger"] == "ghvault.graphql"]
+    assert [(line["level"], "\n" in line["message"]) for line in told] == [("WARNING", False)] * 2
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -272,8 +200,8 @@ async def test_postgres_outage_and_recovery(
 ) -> None:
     """Cut the database away mid-run and bring it back.
 
-    Readiness fails fast, callers see only the masked error (no DSN, no
-    password, no driver detail), nothing is written, and the same app serves
+    Readiness fails fast, callers are told to retry and see nothing else (no
+    DSN, no password, no driver detail), nothing is written, and the same app serves
     again once the proxy forwards again.
     """
     dsn = proxied_dsn(pg_url, proxy)
@@ -285,7 +213,7 @@ async def test_postgres_outage_and_recovery(
     status, elapsed = await readiness(client)
     assert status == 503
     assert elapsed < READINESS_BOUND_SECONDS
-    await assert_masked_failures(client, clock, "bob")
+    await assert_callers_told_to_retry(client, clock, "bob", log_output)
 
     proxy.restore()
     await wait_until_ready(client)
@@ -305,11 +233,12 @@ async def test_postgres_that_stops_answering(
     aiohttp_client: Any,
     clock: MovableClock,
     monkeypatch: pytest.MonkeyPatch,
+    log_output: StringIO,
 ) -> None:
     """The database keeps its connections open but answers nothing (a dropped path).
 
-    Readiness still says 503 within its bound; requests end with the masked
-    error once the connect and statement timeouts pass instead of waiting
+    Readiness still says 503 within its bound; requests end with UNAVAILABLE
+    once the connect and statement timeouts pass instead of waiting
     forever (shortened here from 5 s and 30 s); when the path is back the
     service recovers.
     """
@@ -322,7 +251,7 @@ async def test_postgres_that_stops_answering(
     status, elapsed = await readiness(client)
     assert status == 503
     assert elapsed < READINESS_BOUND_SECONDS
-    await assert_masked_failures(client, clock, "bob")
+    await assert_callers_told_to_retry(client, clock, "bob", log_output)
 
     proxy.restore()
     await wait_until_ready(client)
@@ -339,19 +268,16 @@ async def test_postgres_cut_before_commit_leaves_nothing(
 ) -> None:
     """The connection dies after every write of a store but before its COMMIT.
 
-    The caller gets the masked error and none of the store's rows (user,
+    The caller is told to retry and none of the store's rows (user,
     token, audit event) exist afterwards: the store is all or nothing.
     """
     client = await pg_client(aiohttp_client, proxied_dsn(pg_url, proxy), clock)
     await wait_until_ready(client)
 
     proxy.cut_before = b"COMMIT"
-    body, text, request_id = await graphql(
-        client, STORE, store_variables("carol", clock), auth=SERVICE
-    )
+    answer = await graphql(client, STORE, store_variables("carol", clock), auth=SERVICE, status=503)
     assert proxy.cut_before is None, "the store never reached its COMMIT"
-    assert [error["message"] for error in body["errors"]] == [UNEXPECTED_MESSAGE], text
-    assert body["errors"][0]["extensions"]["requestId"] == request_id
+    assert_unavailable(*answer)
 
     proxy.restore()
     await wait_until_ready(client)
@@ -393,7 +319,11 @@ async def sqlite_client(aiohttp_client: Any, path: Path, clock: MovableClock) ->
 
 
 async def test_sqlite_file_away_and_back(
-    sqlite_file: Path, tmp_path: Path, aiohttp_client: Any, clock: MovableClock
+    sqlite_file: Path,
+    tmp_path: Path,
+    aiohttp_client: Any,
+    clock: MovableClock,
+    log_output: StringIO,
 ) -> None:
     """Move the database file away mid-run, then back.
 
@@ -409,7 +339,7 @@ async def test_sqlite_file_away_and_back(
     status, elapsed = await readiness(client)
     assert status == 503
     assert elapsed < READINESS_BOUND_SECONDS
-    await assert_masked_failures(client, clock, "bob")
+    await assert_callers_told_to_retry(client, clock, "bob", log_output)
 
     move_database(elsewhere, sqlite_file)
     await wait_until_ready(client)

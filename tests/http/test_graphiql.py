@@ -42,7 +42,7 @@ async def test_page_forbids_everything_but_its_own_origin(client: TestClient) ->
 async def test_page_loads_only_assets_the_server_serves(client: TestClient) -> None:
     """Make sure every script and stylesheet of the page is a local path that answers 200
     with its type, and the page has no inline script for the CSP to refuse."""
-    page = await (await client.get("/graphql")).text()
+    page = await (await client.get("/graphql", headers={"Accept": "text/html"})).text()
     sources = re.findall(r'<script src="([^"]+)"', page)
     styles = re.findall(r'<link rel="stylesheet" href="([^"]+)"', page)
 
@@ -98,5 +98,5 @@ async def test_assets_are_not_served_without_graphiql(aiohttp_client: Any, sqlit
     settings = Settings.from_env(base_env(DATABASE_URL=sqlite_url, GRAPHIQL_ENABLED="false"))
     client = await aiohttp_client(create_app(settings))
 
-    assert (await client.get("/graphql")).status == 404
+    assert (await client.get("/graphql", headers={"Accept": "text/html"})).status == 405
     assert (await client.get("/graphiql/vendor/graphiql.min.js")).status == 404

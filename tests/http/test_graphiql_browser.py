@@ -117,3 +117,50 @@ async def test_the_browser_enforces_the_pages_policy(browser: Browser, graphiql_
     )
     assert "script-src-elem https://cdn.example.com/graphiql.min.js" in violations
     assert "script-src-elem inline" in violations
+
+
+HINT = "document.querySelector('.ghvault-schema-hint').innerText"
+DOCS = "(document.querySelector('.graphiql-doc-explorer') || {innerText: ''}).innerText"
+SHOW_DOCS = "document.querySelector('[aria-label=\"Show Documentation Explorer\"]').click()"
+
+
+def _graphql_posts(page: Any) -> list[dict[str, Any]]:
+    return [
+        event
+        for event in page.events_named("Network.requestWillBeSent")
+        if event["request"]["method"] == "POST"
+    ]
+
+
+async def test_graphiql_loads_the_schema_once_a_token_is_pasted(
+    browser: Browser, graphiql_url: str
+) -> None:
+    """Make sure GraphiQL works in the order a person uses it: the page opens without an
+    error (nothing is sent before there is a token, the Docs pane shows a hint), pasting a
+    token loads the schema into the Docs pane, and a refused token says so."""
+    page = await browser.new_page()
+    await page.goto(graphiql_url)
+    await page.wait_for(f"{HEADERS_EDITOR}.getValue()", "the headers editor")
+    await page.evaluate(SHOW_DOCS)
+    docs_before = await page.wait_for(DOCS, "the docs pane")
+    hint_before = await page.evaluate(HINT)
+    sent_before = _graphql_posts(page)
+
+    await page.evaluate(
+        f"{HEADERS_EDITOR}.setValue({json.dumps(json.dumps({'Authorization': ADMIN}))})"
+    )
+    docs = await page.wait_for(f"{DOCS}.includes('Query') && {DOCS}", "the schema in the docs")
+    hint_loaded = await page.wait_for(f"{HINT} === '' ? 'empty' : ''", "the hint to go")
+    await page.evaluate(
+        f"{HEADERS_EDITOR}.setValue({json.dumps(json.dumps({'Authorization': 'Bearer x.y.z'}))})"
+    )
+    hint_refused = await page.wait_for(f"{HINT}.includes('refused') && {HINT}", "a refusal")
+
+    assert sent_before == []
+    assert "Error fetching schema" not in docs_before
+    assert "bearer token in the Headers pane" in hint_before
+    assert "Error fetching schema" not in docs
+    assert hint_loaded == "empty"
+    assert "paste a valid one" in hint_refused
+    assert await page.evaluate("window.__errors") == []
+    assert await page.evaluate("window.__violations") == []

@@ -10,11 +10,10 @@ import pytest
 
 from server.domain.enums import Role
 from server.graphql.schema import Schema
-from server.http.graphql_view import MAX_JSON_DEPTH, GhvaultGraphQLView
+from server.http.graphql_view import MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, GhvaultGraphQLView
 from tests.helpers import ADMIN, GraphQLClient, bearer, error_codes
 
 ANONYMOUS_BODY = {
-    "data": None,
     "errors": [
         {
             "message": "Authentication required: send a valid bearer token.",
@@ -148,7 +147,9 @@ def _with_variable(value: str) -> bytes:
             _with_variable('{"ghu_' + "a" * 36 + '": {"k": "\\udfff"}}'),
             "(found at variables.v.<name>.k)",
         ),
-        (b"[" * 5000, "deeper than"),
+        (b"[" * 1000, "deeper than"),
+        (b"[" * 5000, f"over {MAX_JSON_CONTAINERS} arrays and objects"),
+        (_with_variable("[" + "[]," * 5000 + "[]]"), f"over {MAX_JSON_CONTAINERS} arrays"),
     ],
     ids=[
         "not-utf8",
@@ -160,6 +161,8 @@ def _with_variable(value: str) -> bytes:
         "surrogate-in-a-name",
         "path-without-caller-text",
         "open-brackets",
+        "too-many-brackets",
+        "too-many-lists",
     ],
 )
 async def test_malformed_bodies_are_client_errors(
@@ -184,5 +187,5 @@ async def test_nesting_within_the_limit_reaches_graphql(gql: GraphQLClient) -> N
     )
     assert response.status == 200
     body = await response.json()
-    assert body["data"] is None
+    assert "data" not in body
     assert error_codes(body)

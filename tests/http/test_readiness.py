@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -14,7 +17,9 @@ from server.http.app import create_app
 from server.storage import engines
 from server.storage.migration_state import shipped_migration_ids
 from server.storage.sqlite_pool import PooledSQLiteEngine
-from tests.helpers import Database, MovableClock, base_env
+from tests.helpers import ALICE, Database, MovableClock, base_env
+from tests.tcp_proxy import TcpProxy
+from tests.ws_client import connect
 
 FUTURE_MIGRATION = "2099-01-01T00:00:00:000000"
 
@@ -61,11 +66,13 @@ async def future_migration_applied(database: Database) -> AsyncIterator[None]:
 async def test_a_migrated_database_is_ready(
     aiohttp_client: Any, database: Database, clock: MovableClock
 ) -> None:
-    """Make sure a fully migrated database answers ready."""
+    """Make sure a fully migrated database answers ready, saying how changes are heard
+    (PostgreSQL's NOTIFY, or polling on SQLite)."""
     client = await client_on(aiohttp_client, database, clock)
+    notifications = "poll" if database.is_sqlite else "listen"
     assert await readiness(client) == (
         200,
-        {"status": "ready", "database": True, "migrations": True},
+        {"status": "ready", "database": True, "migrations": True, "notifications": notifications},
     )
 
 
@@ -107,3 +114,52 @@ async def test_an_empty_sqlite_file_is_not_ready(
         status, body = await readiness(client)
     assert status == 503
     assert body == {"status": "unavailable", "database": True, "migrations": False}
+
+
+async def test_a_lost_postgres_listen_connection_makes_the_server_not_ready(
+    aiohttp_client: Any, postgres_url: str, clock: MovableClock
+) -> None:
+    """Make sure /readyz notices subscribers going deaf: while the LISTEN connection
+    (DATABASE_LISTEN_URL, here through a proxy the test cuts) is lost and someone watches,
+    it answers 503 "lost"; once the connection is back, 200 again."""
+    parts = urlsplit(postgres_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    listen_url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    settings = Settings.from_env(
+        base_env(DATABASE_URL=postgres_url, DATABASE_LISTEN_URL=listen_url)
+    )
+    client = await aiohttp_client(create_app(settings, clock=clock))
+    subscription = "subscription { githubTokenChanged(appType: STANDARD) { state } }"
+    try:
+        async with connect(client) as socket:
+            assert (await socket.init(ALICE))["type"] == "connection_ack"
+            await socket.next_payload(await socket.subscribe(subscription))
+            listening = await readiness(client)
+            proxy.cut()
+            lost = await readiness_once(client, lambda status: status == 503)
+            proxy.restore()
+            back = await readiness_once(client, lambda status: status == 200)
+    finally:
+        await proxy.close()
+
+    assert listening == (200, {**READY, "notifications": "listen"})
+    assert lost == (503, {**READY, "status": "unavailable", "notifications": "lost"})
+    assert back == (200, {**READY, "notifications": "listen"})
+
+
+READY = {"status": "ready", "database": True, "migrations": True}
+RECOVERY_SECONDS = 40.0
+
+
+async def readiness_once(
+    client: TestClient, wanted: Callable[[int], bool]
+) -> tuple[int, dict[str, Any]]:
+    """Poll /readyz until its status is what `wanted` accepts (bounded)."""
+    deadline = time.monotonic() + RECOVERY_SECONDS
+    while True:
+        status, body = await readiness(client)
+        if wanted(status):
+            return status, body
+        assert time.monotonic() < deadline, (status, body)
+        await asyncio.sleep(0.05)

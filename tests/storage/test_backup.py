@@ -4,25 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sqlite3
 import stat
+import subprocess
 import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from server.config import Settings
 from server.http.app import create_app
+from server.storage.migration_state import shipped_migration_ids
 from tests.helpers import (
+    PROJECT_ROOT,
     SERVICE,
     STORE,
     Database,
     GraphQLClient,
     MovableClock,
+    PostgresServer,
+    admin_statement,
     base_env,
+    migrate,
     store_input,
+    with_database,
 )
 from tests.test_cli import GHVAULT, clean_env, ghvault
 
@@ -148,3 +157,59 @@ def test_backup_on_postgres_points_to_pg_dump(tmp_path: Path) -> None:
     assert "pg_dump" in line
     assert "hunter2" not in result.stderr + result.stdout
     assert not (tmp_path / "copy.sqlite").exists()
+
+
+# ---------------------------------------------------------------- PostgreSQL, as the README says
+
+
+def readme_postgres_backup_commands() -> str:
+    """The shell block of the README's PostgreSQL backup and restore, as an operator pastes it."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme[readme.index("**PostgreSQL**: `ghvault backup`") :]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def _rows(url: str, sql: str) -> list[Any]:
+    async def fetch() -> list[Any]:
+        connection = await asyncpg.connect(url)
+        try:
+            return [tuple(row) for row in await connection.fetch(sql)]
+        finally:
+            await connection.close()
+
+    return asyncio.run(fetch())
+
+
+@pytest.mark.skipif(shutil.which("pg_dump") is None, reason="no pg_dump (postgresql-client)")
+def test_the_readmes_postgres_backup_and_restore_work_when_pasted(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """Make sure the README's commands, pasted into bash, back up (a file only its owner
+    reads), restore into a new database without an error, and give the same rows back."""
+    source = postgres_server.create_database("ghvault_backup_source")
+    restored_name = f"ghvault_restored_{os.getpid()}"
+    restored = with_database(postgres_server.admin_url, restored_name)
+    try:
+        migrate(source)
+        admin_statement(source, "INSERT INTO users (id, created_at) VALUES ('alice', now())")
+        commands = readme_postgres_backup_commands().replace("ghvault_restored", restored_name)
+        pasted = subprocess.run(
+            [shutil.which("bash") or "/bin/bash", "-euo", "pipefail", "-c", commands],
+            cwd=tmp_path,
+            env={**os.environ, "DATABASE_URL": source},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        users = _rows(restored, "SELECT id FROM users")
+        migrations = _rows(restored, "SELECT count(*) FROM migration")
+    finally:
+        postgres_server.drop_database(restored)
+        postgres_server.drop_database(source)
+
+    assert pasted.returncode == 0, pasted.stderr
+    assert pasted.stderr == ""
+    assert stat.S_IMODE((tmp_path / "ghvault-backup.dump").stat().st_mode) == 0o600
+    assert users == [("alice",)]
+    assert migrations == [(len(shipped_migration_ids()),)]

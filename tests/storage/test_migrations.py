@@ -7,6 +7,7 @@ an operator runs it, and examined with plain SQL.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -648,11 +650,13 @@ async def test_capabilities_go_with_their_token_and_their_hash_is_unique(
 # ---------------------------------------------------------------- ghvault migrate
 
 
-def run_ghvault_migrate(cwd: Path, database_url: str) -> subprocess.CompletedProcess[str]:
+def run_ghvault_migrate(
+    cwd: Path, database_url: str, *flags: str
+) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if key != "PICCOLO_CONF"}
     env["DATABASE_URL"] = database_url
     return subprocess.run(
-        [str(GHVAULT), "migrate"],
+        [str(GHVAULT), "migrate", *flags],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -673,20 +677,25 @@ def applied_migrations(path: Path) -> list[str]:
 def test_ghvault_migrate_creates_the_sqlite_file_and_reruns_as_a_no_op(
     tmp_path: Path, location: str
 ) -> None:
-    """Make sure `ghvault migrate` makes the missing folder, migrates, and is safe to rerun."""
+    """Make sure `ghvault migrate --create` makes the missing folder, migrates, says which
+    database it created, and is safe to rerun (without the flag)."""
     path = tmp_path / "state" / "db" / "ghvault.sqlite"
     url_path = str(path) if location == "absolute" else "state/db/ghvault.sqlite"
     url = f"sqlite:///{url_path}"
     assert not path.parent.exists()
+    shipped = len(migration_file_ids())
 
-    first = run_ghvault_migrate(tmp_path, url)
+    first = run_ghvault_migrate(tmp_path, url, "--create")
     assert first.returncode == 0, first.stdout + first.stderr
     assert path.is_file()
     assert applied_migrations(path) == sorted(migration_file_ids())
+    assert first.stdout == f"created sqlite:///{path}: {shipped} migrations applied\n"
 
     again = run_ghvault_migrate(tmp_path, url)
     assert again.returncode == 0, again.stdout + again.stderr
     assert applied_migrations(path) == sorted(migration_file_ids())
+    assert again.stdout == f"sqlite:///{path} is up to date ({shipped} migrations)\n"
+    assert (first.stderr, again.stderr) == ("", "")
     # Nothing is written anywhere else, e.g. a default data/ghvault.sqlite.
     assert {item.parent for item in tmp_path.rglob("*") if item.is_file()} == {path.parent}
 
@@ -700,3 +709,56 @@ def test_ghvault_migrate_refuses_an_unsupported_database_url(tmp_path: Path) -> 
     assert "DATABASE_URL" in lines[0]
     assert "mysql://x" not in result.stderr + result.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ghvault_migrate_never_creates_a_sqlite_file_it_was_not_asked_for(tmp_path: Path) -> None:
+    """Make sure a mistyped path is refused in one line naming the file, and left alone."""
+    path = tmp_path / "dta" / "ghvault.sqlite"
+
+    result = run_ghvault_migrate(tmp_path, "sqlite:///dta/ghvault.sqlite")
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"ghvault: there is no database at {path}: check DATABASE_URL, "
+        "or run `ghvault migrate --create` to make a new, empty one there"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ghvault_migrate_sets_up_an_empty_postgres_database_only_when_asked(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """Make sure a database without ghvault's tables is refused without --create (nothing
+    written), set up with it, and named without its password either way."""
+    url = postgres_server.create_database()
+    parts = urlsplit(url)
+    host = f"{parts.hostname}:{parts.port}"
+    # The test server trusts local connections: the password is there to be hidden.
+    with_password = urlunsplit(parts._replace(netloc=f"{parts.username}:pw-Zq9@{host}"))
+    label = f"postgres://{parts.username}@{host}{parts.path}"
+    try:
+        refused = run_ghvault_migrate(tmp_path, with_password)
+        tables = asyncio.run(_table_names(url))
+        created = run_ghvault_migrate(tmp_path, with_password, "--create")
+    finally:
+        postgres_server.drop_database(url)
+
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [
+        f"ghvault: {label} holds no ghvault tables: check DATABASE_URL, "
+        "or run `ghvault migrate --create` to set up a new, empty vault there"
+    ]
+    assert tables == []
+    assert created.returncode == 0, created.stderr
+    assert created.stdout == f"created {label}: {len(migration_file_ids())} migrations applied\n"
+    assert "pw-Zq9" not in refused.stderr + created.stdout + created.stderr
+
+
+async def _table_names(url: str) -> list[str]:
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    finally:
+        await connection.close()
+    return [row["tablename"] for row in rows]

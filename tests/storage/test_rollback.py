@@ -104,7 +104,7 @@ async def test_ghvault_migrate_backwards_needs_drop_data_to_lose_rows(
     """The same through `ghvault migrate --backwards`: one line naming the flag, exit 1;
     with --drop-data the rows go."""
     target = empty_database
-    assert _ghvault_migrate(target).returncode == 0
+    assert _ghvault_migrate(target, "--create").returncode == 0
     await _add_a_user(target)
 
     refused = _ghvault_migrate(target, "--backwards", "all")
@@ -168,7 +168,8 @@ async def test_rolling_back_and_forwards_never_re_enables_a_webhook_replay(
 
     for rollback in ([REPLAY_MIGRATION], ["all", "--drop-data"]):
         assert _ghvault_migrate(target, "--backwards", *rollback).returncode == 0
-        assert _ghvault_migrate(target).returncode == 0
+        # Once every migration is undone the database is a new one: --create agrees.
+        assert _ghvault_migrate(target, "--create").returncode == 0
         async with bound_to(target):
             await _connect_octocat(keyring)
             assert await _replay(f"delivery-after-{rollback[0]}") == 0
