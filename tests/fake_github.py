@@ -3,8 +3,8 @@
 It implements only what ghvault uses, but fails the way GitHub fails: OAuth errors come back
 as HTTP 200 with an ``error`` field, authorization codes and refresh tokens work once, a
 refresh invalidates the previous access and refresh tokens, and revoking a grant kills all of
-its tokens. It answers the check-token endpoint ghvault asks about a rejected token, and one
-REST endpoint a commit worker would call (``GET /repos/{owner}/{repo}``), which answers 401 for
+its tokens. It answers the check-token endpoint ghvault asks about a rejected token, and the
+REST endpoints a commit worker would call (tests/fake_github_repos.py), which answer 401 for
 a dead access token; it notes when each access token died, so a test can tell whether one
 died inside the window ghvault promised for it.
 
@@ -32,6 +32,8 @@ from typing import Protocol
 from urllib.parse import urlencode
 
 from aiohttp import hdrs, web
+
+from tests.fake_github_repos import FakeRepositories
 
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
 _TROUBLESHOOTING = (
@@ -104,10 +106,11 @@ class FakeGitHub:
     ``after_revoke``: when set, awaited after a revoke_grant request did its work and
     before it is answered: what happens while GitHub is slow to answer a revocation.
     ``calls``: requests received per endpoint ("exchange", "refresh", "user",
-    "revoke_grant", "check_token", "repo"), counted on arrival, so failed and hung requests
+    "revoke_grant", "check_token"), counted on arrival, so failed and hung requests
     count too.
-    ``refused``: refusals of a spent or unknown token, by kind ("bad_refresh_token" from
-    the token endpoint, "bad_credentials" from the REST API).
+    ``refused``: refusals of a spent or unknown refresh token ("bad_refresh_token").
+    ``repos``: the REST endpoints of repositories and issues (tests/fake_github_repos.py),
+    which answer 401 for a dead access token.
     """
 
     def __init__(self, apps: Iterable[AppCredentials] = DEFAULT_APPS) -> None:
@@ -131,6 +134,7 @@ class FakeGitHub:
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
         self._base_url: str | None = None
+        self.repos = FakeRepositories(self.login_of)
         for app in apps:
             self.register_app(app)
 
@@ -179,6 +183,13 @@ class FakeGitHub:
         with self._lock:
             return token in self._by_access
 
+    def login_of(self, access_token: str) -> str | None:
+        """The login whose live access token this is, or None."""
+        with self._lock:
+            pair = self._by_access.get(access_token)
+            user = self._users.get(pair.user_id) if pair else None
+        return user.login if user else None
+
     def is_refresh_token_valid(self, token: str) -> bool:
         with self._lock:
             return token in self._by_refresh
@@ -225,7 +236,7 @@ class FakeGitHub:
         app.router.add_get("/user", self._user_endpoint)
         app.router.add_delete("/applications/{client_id}/grant", self._revoke_grant_endpoint)
         app.router.add_post("/applications/{client_id}/token", self._check_token_endpoint)
-        app.router.add_get("/repos/{owner}/{repo}", self._repo_endpoint)
+        self.repos.register(app)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -424,22 +435,6 @@ class FakeGitHub:
                 "user": {"login": user.login, "id": user.id},
             }
         )
-
-    async def _repo_endpoint(self, request: web.Request) -> web.Response:
-        """A REST call a commit worker makes with the user's token: 401 once it is dead."""
-        if (early := await self._arrive("repo")) is not None:
-            return early
-        token = _bearer_token(request)
-        if isinstance(token, web.Response):
-            return token
-        with self._lock:
-            live = token in self._by_access
-            if not live:
-                self.refused["bad_credentials"] += 1
-        if not live:
-            return _api_error(401, "Bad credentials")
-        owner, repo = request.match_info["owner"], request.match_info["repo"]
-        return web.json_response({"full_name": f"{owner}/{repo}", "private": True})
 
     async def _app_token_request(self, request: web.Request) -> _AppTokenRequest | web.Response:
         """The app and token of a request to /applications/{client_id}/...: basic auth with

@@ -190,6 +190,7 @@ async def test_busy_workers_on_short_lived_tokens_never_see_a_promise_broken(
     refusals: list[str] = []
     rejected_inside: list[datetime] = []
     rng = random.Random(17)
+    fake_github.repos.add("octo", "hello")
 
     async with two_servers(database, fake_github) as servers:
 

@@ -48,6 +48,13 @@ class TokenState(StrEnum):
     REVOKED = "revoked"
 
 
+class CapabilityAccess(StrEnum):
+    """What a GitHub capability lets its holder do through the proxy."""
+
+    READ = "read"  # GET and HEAD; git fetch and clone
+    WRITE = "write"  # every method; git push too
+
+
 class AuditAction(StrEnum):
     """What an audit event records."""
 
@@ -62,6 +69,9 @@ class AuditAction(StrEnum):
     GITHUB_WEBHOOK_REVOKED = "github_webhook_revoked"
     TOKEN_DECRYPTION_FAILED = "token_decryption_failed"
     TOKEN_REJECTION_REPORTED = "token_rejection_reported"
+    GITHUB_CAPABILITY_ISSUED = "github_capability_issued"
+    GITHUB_CAPABILITY_REVOKED = "github_capability_revoked"
+    GITHUB_PROXY_WRITE = "github_proxy_write"
 
 
 class ErrorCode(StrEnum):

@@ -23,7 +23,7 @@ from server.auth import Principal
 from server.crypto import DecryptionError, Keyring, key_id_of
 from server.domain import audit
 from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReason, TokenKind
-from server.domain.errors import NO_TOKEN_STORED, Refusal
+from server.domain.errors import NO_TOKEN_STORED, TOKEN_REVOKED, Refusal
 from server.domain.github_access import GitHubAccess, not_configured
 from server.domain.leases import window_end
 from server.domain.locks import KeyedLocks
@@ -92,9 +92,7 @@ def usable(row: dict[str, Any] | None) -> dict[str, Any] | Refusal:
     if row is None:
         return NO_TOKEN_STORED
     if row["revoked_at"] is not None:
-        return Refusal(
-            ErrorCode.TOKEN_REVOKED, "The GitHub token was revoked; the user must connect again."
-        )
+        return TOKEN_REVOKED
     return row
 
 

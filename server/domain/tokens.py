@@ -18,7 +18,13 @@ from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReaso
 from server.domain.errors import NO_TOKEN_STORED, Refusal
 from server.domain.status import TokenStatus, token_status
 from server.domain.users import ensure_user
-from server.identifiers import MAX_USER_ID_LENGTH, canonical_github_user_id, is_user_id
+from server.github_proxy import capabilities
+from server.identifiers import (
+    GITHUB_LOGIN,
+    MAX_USER_ID_LENGTH,
+    canonical_github_user_id,
+    is_user_id,
+)
 from server.storage.tables import User as UserRow
 from server.storage.tables import UserGithubAppToken as Token
 from server.storage.transactions import for_update, is_unique_violation, write_transaction
@@ -26,7 +32,6 @@ from server.storage.transactions import for_update, is_unique_violation, write_t
 # GitHub documents these as prefix + up to 255 characters; today's are 36 (ghu_) and 76 (ghr_).
 ACCESS_TOKEN = re.compile(r"ghu_[A-Za-z0-9_]{36,255}")
 REFRESH_TOKEN = re.compile(r"ghr_[A-Za-z0-9_]{36,255}")
-GITHUB_LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
 MAX_PROFILE_LENGTH = 320
 
 
@@ -378,7 +383,7 @@ async def _noop_revoke_recorded(actor: Principal, user_id: str, app_type: AppTyp
 async def mark_revoked(
     row_id: object, credential_version: int, reason: RevocationReason, now: datetime
 ) -> None:
-    """Revoke a locked row: erase both ciphertexts and bump the version.
+    """Revoke a locked row: erase both ciphertexts, bump the version, end its capabilities.
 
     The bump is what makes a refresh in flight lose its compare-and-swap; the
     windows promised on the revoked version end with it, on purpose.
@@ -394,3 +399,4 @@ async def mark_revoked(
             Token.updated_at: now,
         }
     ).where(Token.id == row_id)
+    await capabilities.end_for_token(row_id, now)

@@ -22,6 +22,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from server.config import GraphQLLimits
+from server.github_proxy import mutations as github_capabilities
 from server.graphql import (
     audit,
     checkout,
@@ -62,6 +63,7 @@ Mutation = merge_types(
         disconnect.Mutation,
         checkout.Mutation,
         rejection.Mutation,
+        github_capabilities.Mutation,
     ),
 )
 

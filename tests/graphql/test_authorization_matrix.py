@@ -40,6 +40,8 @@ MATRIX: dict[str, tuple[str, str, str, str, str]] = {
     "disconnectGithub": (UNAUTH, OK, OK, FORBID, FORBID),
     "checkoutGithubToken": (UNAUTH, FORBID, FORBID, FORBID, OK),
     "reportGithubTokenRejected": (UNAUTH, FORBID, FORBID, FORBID, OK),
+    "issueGithubCapability": (UNAUTH, FORBID, FORBID, FORBID, OK),
+    "revokeGithubCapability": (UNAUTH, FORBID, FORBID, OK, OK),
     "githubTokenChanged": (UNAUTH, OK, FORBID, OK, FORBID),
 }
 
@@ -108,6 +110,18 @@ async def _complete_connect(cell: Cell) -> Request:
     return query % RESULT, {"c": code, "s": start["state"]}
 
 
+async def _revoke_capability(cell: Cell) -> Request:
+    """A capability a service issued for the target user."""
+    issued = await cell.gql.data(
+        "mutation($u: ID!) { issueGithubCapability(input: {userId: $u}) {"
+        " ... on GithubCapabilityIssued { id } } }",
+        {"u": cell.target},
+        auth=bearer("setup", Role.SERVICE),
+    )
+    query = f"mutation($id: ID!) {{ revokeGithubCapability(id: $id) {RESULT} }}"
+    return query, {"id": issued["issueGithubCapability"]["id"]}
+
+
 OPERATIONS: dict[str, Operation] = {}
 
 
@@ -157,6 +171,14 @@ _operation(
     f"mutation($u: ID!) {{ reportGithubTokenRejected(userId: $u, credentialVersion: 1) {RESULT} }}",
     lambda cell: {"u": cell.target},
 )
+
+
+_operation(
+    "issueGithubCapability",
+    f"mutation($u: ID!) {{ issueGithubCapability(input: {{userId: $u}}) {RESULT} }}",
+    lambda cell: {"u": cell.target},
+)
+OPERATIONS["revokeGithubCapability"] = _revoke_capability
 
 
 _operation(
