@@ -112,6 +112,25 @@ class GraphQLLimits:
 
 
 @dataclass(frozen=True)
+class GitHubProxyConfig:
+    """The GitHub proxy (server/github_proxy): where it forwards to, and its limits."""
+
+    git_base_url: str = "https://github.com"
+    # Where workers reach ghvault; GitHub's pagination links and redirects are
+    # rewritten to it. Unset: the origin each request was sent to.
+    public_url: str | None = None
+    # A REST body is JSON or a blob (GitHub takes up to 100 MB); a push is a
+    # packfile (GitHub refuses pushes over 2 GiB).
+    max_api_body_bytes: int = 100 * 1024 * 1024
+    max_git_body_bytes: int = 2 * 1024 * 1024 * 1024
+    # Per capability, in each process: a burst of this many, refilled over a minute.
+    requests_per_minute: int = 120
+    # A git host may think for a while before a packfile's first byte; nothing
+    # bounds a whole transfer, only silence.
+    idle_timeout_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
 class ServingLimits:
     """What one `ghvault serve` process holds open, and how long it waits (server/http/)."""
 
@@ -133,6 +152,7 @@ class Settings:
     github_oauth_base_url: str = "https://github.com"
     github_api_base_url: str = "https://api.github.com"
     github_timeout_seconds: float = 10.0
+    github_proxy: GitHubProxyConfig = GitHubProxyConfig()
     environment: str = "development"
     graphiql_enabled: bool = True
     graphql_limits: GraphQLLimits = GraphQLLimits()
@@ -184,6 +204,7 @@ class Settings:
             github_oauth_base_url=reader.url("GITHUB_OAUTH_BASE_URL", "https://github.com"),
             github_api_base_url=reader.url("GITHUB_API_BASE_URL", "https://api.github.com"),
             github_timeout_seconds=reader.number("GITHUB_TIMEOUT_SECONDS", 10.0, low=0.1),
+            github_proxy=_github_proxy(reader),
             environment=environment,
             graphiql_enabled=reader.flag("GRAPHIQL_ENABLED", default=not is_production),
             graphql_limits=GraphQLLimits(
@@ -413,6 +434,27 @@ def _jwt_config(reader: _EnvReader, *, production: bool) -> JwtConfig:
         issuer=reader.get("AUTH_JWT_ISSUER"),
         audience=audience,
         role_claim=role_claim,
+    )
+
+
+def _github_proxy(reader: _EnvReader) -> GitHubProxyConfig:
+    default = GitHubProxyConfig()
+    public_url = reader.get("GITHUB_PROXY_PUBLIC_URL")
+    return GitHubProxyConfig(
+        git_base_url=reader.url("GITHUB_GIT_BASE_URL", default.git_base_url),
+        public_url=reader.url("GITHUB_PROXY_PUBLIC_URL", public_url) if public_url else None,
+        max_api_body_bytes=reader.integer(
+            "GITHUB_PROXY_MAX_API_BODY_BYTES", default.max_api_body_bytes, low=1024
+        ),
+        max_git_body_bytes=reader.integer(
+            "GITHUB_PROXY_MAX_GIT_BODY_BYTES", default.max_git_body_bytes, low=1024
+        ),
+        requests_per_minute=reader.integer(
+            "GITHUB_PROXY_REQUESTS_PER_MINUTE", default.requests_per_minute, low=1
+        ),
+        idle_timeout_seconds=reader.number(
+            "GITHUB_PROXY_IDLE_TIMEOUT_SECONDS", default.idle_timeout_seconds, low=1.0
+        ),
     )
 
 

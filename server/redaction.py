@@ -123,7 +123,9 @@ _SECRET_PARAM = re.compile(
 # GitHub tokens: the whole run of token characters is taken, whatever its
 # length, so neither a 76-character refresh token nor a token glued to other
 # identifier characters leaves a tail behind. No left boundary is required:
-# "xghu_..." is redacted too, which costs nothing and cannot leak.
+# "xghu_..." is redacted too, which costs nothing and cannot leak. ghvault's
+# own GitHub capabilities ("ghvcap_" + base62, server/github_proxy) are
+# bearer credentials of the same kind and go the same way.
 #
 # Tokens reach logs in other spellings too: percent-encoded in URLs
 # ("ghu%5F..."), JSON- or Python-escaped ("ghu\\u005f..."), and upper-cased
@@ -149,7 +151,8 @@ def _spelled(literal: str) -> str:
 # token whose head happens to end in "eyJ" ("ghu_ABeyJx...tail" leaves
 # "ghu_AB[REDACTED_JWT]"): a marker glued to the token is part of it too.
 _GITHUB_TOKEN = re.compile(
-    rf"(?P<prefix>{_spelled('github_pat_')}|{_spelled('gh')}{_any_spelling('pousr')}{_spelled('_')})"
+    rf"(?P<prefix>{_spelled('github_pat_')}|{_spelled('ghvcap_')}"
+    rf"|{_spelled('gh')}{_any_spelling('pousr')}{_spelled('_')})"
     rf"(?:{_TOKEN_CHAR}++(?:(?:\.\.\.|\u2026){_TOKEN_CHAR}*+)?+(?:{re.escape(REDACTED_JWT)})?"
     rf"|{re.escape(REDACTED_JWT)})",
     re.IGNORECASE,

@@ -8,6 +8,7 @@ import itertools
 import os
 import re
 import secrets
+import socket
 import string
 import subprocess
 import sys
@@ -77,6 +78,26 @@ mutation Purge($userId: ID!) {
 }
 """
 
+ISSUE_CAPABILITY = """
+mutation Issue($input: IssueGithubCapabilityInput!) {
+  issueGithubCapability(input: $input) {
+    __typename
+    ... on GithubCapabilityIssued { capability id expiresAt }
+    ... on OperationError { code message field }
+  }
+}
+"""
+
+REVOKE_CAPABILITY = """
+mutation RevokeCapability($id: ID!) {
+  revokeGithubCapability(id: $id) {
+    __typename
+    ... on RevokeGithubCapabilitySuccess { id alreadyRevoked }
+    ... on OperationError { code message field }
+  }
+}
+"""
+
 VIEWER_TOKEN = """
 { viewer { githubToken(appType: STANDARD) {
     state needsReconnect githubLogin accessTokenExpiresAt revocationReason } } }
@@ -120,9 +141,11 @@ ACTIVE_KEY = base64.b64encode(b"A" * 32).decode()
 RETIRED_KEY = base64.b64encode(b"R" * 32).decode()
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 
-# Anything shaped like a GitHub token or a JWT; scanned for in logs and files.
+# Anything shaped like a GitHub token, a GitHub capability or a JWT; scanned for in logs
+# and files.
 SECRET_PATTERN = re.compile(
-    r"(?:gh[pousr]_|github_pat_)[A-Za-z0-9_]{20,}|eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}"
+    r"(?:gh[pousr]_|github_pat_|ghvcap_)[A-Za-z0-9_]{20,}"
+    r"|eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}"
 )
 
 
@@ -251,6 +274,10 @@ class MovableClock:
 WEBHOOK_SECRET = "standard-webhook-secret-for-tests"
 WEBHOOK_SECRET_LITE = "lite-webhook-secret-for-tests"
 GITHUB_TIMEOUT_SECONDS = 1.0
+# For refreshes that must not time out: a refresh GitHub answered after the client
+# gave up would spend the refresh token without the row learning the new one, and a
+# loaded CI machine is slow.
+PATIENT_GITHUB_TIMEOUT_SECONDS = 10.0
 
 
 def github_env(fake: FakeGitHub) -> dict[str, str]:
@@ -414,3 +441,49 @@ async def assert_stats_agree_with_rows(instants: set[datetime] | None = None) ->
         due = sum(is_due(row, now, DEFAULT_WINDOW) for row in rows)
         assert stats.due_for_refresh == due, now
     return len(instants)
+
+
+# ---------------------------------------------------------------- GitHub capabilities
+
+
+async def issue_capability(gql: GraphQLClient, user_id: str = "alice", **fields: Any) -> str:
+    """A capability for the user's stored token, issued as SERVICE; the ghvcap_ text."""
+    variables = {"input": {"userId": user_id, **fields}}
+    result = (await gql.data(ISSUE_CAPABILITY, variables, auth=SERVICE))["issueGithubCapability"]
+    assert result["__typename"] == "GithubCapabilityIssued", result
+    capability: str = result["capability"]
+    return capability
+
+
+async def store_live_token(
+    gql: GraphQLClient,
+    fake: FakeGitHub,
+    now: datetime,
+    *,
+    user_id: str = "alice",
+    github_id: str = "583231",
+    login: str = "octocat",
+    expires_in: timedelta = timedelta(hours=8),
+) -> str:
+    """Store a grant the fake GitHub holds live (through STORE, as SERVICE); its access token."""
+    access, refresh = fake.seed_token(STANDARD_APP.client_id, int(github_id), login)
+    variables = store_input(
+        user_id,
+        now=now,
+        github_user_id=github_id,
+        github_login=login,
+        access=access,
+        refresh=refresh,
+    )
+    variables["input"]["accessTokenExpiresAt"] = (now + expires_in).isoformat()
+    result = await gql.data(STORE, variables, auth=SERVICE)
+    assert result["storeGithubToken"]["__typename"] == "StoreGithubTokenSuccess", result
+    return access
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (it was free a moment ago), for "unreachable"."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

@@ -1,4 +1,4 @@
-"""User ids and GitHub user ids: one accepted form each."""
+"""User ids, GitHub user ids and repositories: one accepted form each."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.identifiers import MAX_USER_ID_LENGTH, canonical_github_user_id, is_user_id
+from server.identifiers import (
+    MAX_USER_ID_LENGTH,
+    canonical_github_user_id,
+    is_user_id,
+    parse_repository,
+)
 
 
 @pytest.mark.parametrize(
@@ -74,3 +79,39 @@ def test_every_spelling_of_an_id_has_one_canonical_form(number: int, zeros: int)
     spelled = "0" * zeros + str(number)
     if len(spelled) <= 20:
         assert canonical_github_user_id(spelled) == canonical_github_user_id(number) == str(number)
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("octocat/Hello-World", "octocat/hello-world"),
+        ("my-org/repo.name_2", "my-org/repo.name_2"),
+        ("a/.github", "a/.github"),
+        ("o/" + "n" * 100, "o/" + "n" * 100),
+    ],
+)
+def test_repositories_are_kept_lower_cased(text: str, canonical: str) -> None:
+    """GitHub compares owner and name without regard to case, and so does ghvault."""
+    assert parse_repository(text) == canonical
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "octocat",
+        "/repo",
+        "owner/",
+        "owner/..",
+        "owner/.",
+        "owner/a/b",
+        "-owner/repo",
+        "o" * 40 + "/repo",
+        "owner/" + "n" * 101,
+        "owner/re po",
+        "owner/re%2Fpo",
+        "ow\\ner/repo",
+        "owner/répo",
+    ],
+)
+def test_anything_else_is_not_a_repository(text: str) -> None:
+    assert parse_repository(text) is None

@@ -34,9 +34,11 @@ from server.redaction import (
 )
 
 CLASSIC_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")
+# ghvault's own bearer credential (server/github_proxy/capabilities.py), redacted like a token.
+CAPABILITY_PREFIX = "ghvcap_"
 BASE62 = string.ascii_letters + string.digits
 WINDOW = 8
-MARKERS = (REDACTED, REDACTED_JWT, "github_pat_", *CLASSIC_PREFIXES)
+MARKERS = (REDACTED, REDACTED_JWT, "github_pat_", CAPABILITY_PREFIX, *CLASSIC_PREFIXES)
 
 PROPERTY_SETTINGS = settings(max_examples=200, deadline=None)
 
@@ -96,7 +98,10 @@ def assert_redacted(secret: Secret, output: str, *context: str) -> None:
 # --- each family, full length ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("prefix", "length"), [(p, 36) for p in CLASSIC_PREFIXES] + [("ghr_", 76)])
+@pytest.mark.parametrize(
+    ("prefix", "length"),
+    [(p, 36) for p in CLASSIC_PREFIXES] + [("ghr_", 76), (CAPABILITY_PREFIX, 43)],
+)
 def test_each_classic_family_is_redacted_to_its_prefix(prefix: str, length: int) -> None:
     """Real lengths: 36 characters after the prefix, 76 for refresh tokens."""
     token = classic(prefix, length)
@@ -105,7 +110,7 @@ def test_each_classic_family_is_redacted_to_its_prefix(prefix: str, length: int)
     assert_redacted(token, output)
 
 
-@pytest.mark.parametrize("prefix", [*CLASSIC_PREFIXES, "github_pat_"])
+@pytest.mark.parametrize("prefix", [*CLASSIC_PREFIXES, CAPABILITY_PREFIX, "github_pat_"])
 @pytest.mark.parametrize("length", [36, 37, 40, 64, 76, 77, 100, 128, 200, 254, 255, 256, 400])
 def test_no_tail_survives_at_any_length(prefix: str, length: int) -> None:
     """The whole run of token characters goes, however long GitHub makes tokens."""
@@ -341,7 +346,7 @@ def test_plain_text_is_unchanged(text: str) -> None:
 @st.composite
 def github_tokens(draw: st.DrawFn) -> Secret:
     """Any family, any length from the real 36 up to past GitHub's 255 limit."""
-    prefix = draw(st.sampled_from((*CLASSIC_PREFIXES, "github_pat_")))
+    prefix = draw(st.sampled_from((*CLASSIC_PREFIXES, CAPABILITY_PREFIX, "github_pat_")))
     if prefix == "github_pat_" and draw(st.booleans()):
         body = (
             draw(st.text(alphabet=BASE62, min_size=22, max_size=22))
@@ -744,12 +749,16 @@ ENCODINGS: list[Callable[[str], str]] = [
 def encoded(token: Secret, encode: Callable[[str], str]) -> Secret:
     """The token spelled another way; what must not leak is the spelled secret part."""
     text = encode(token.text)
-    prefix = "github_pat_" if token.text.startswith("github_pat_") else token.text[:4]
+    prefix = next(
+        known
+        for known in ("github_pat_", CAPABILITY_PREFIX, *CLASSIC_PREFIXES)
+        if token.text.startswith(known)
+    )
     return Secret(text, text[len(encode(prefix)) :])
 
 
 @pytest.mark.parametrize("encode", ENCODINGS, ids=lambda encode: encode.__name__)
-@pytest.mark.parametrize("prefix", [*CLASSIC_PREFIXES, "github_pat_"])
+@pytest.mark.parametrize("prefix", [*CLASSIC_PREFIXES, CAPABILITY_PREFIX, "github_pat_"])
 def test_other_spellings_of_a_token_are_redacted_to_their_prefix(
     encode: Callable[[str], str], prefix: str
 ) -> None:
@@ -842,3 +851,17 @@ def test_a_json_log_line_is_redacted_whole_and_stays_json(
     kept_prefix = spelled.text[: len(spelled.text) - len(spelled.secret)]
     for field in ("message", "path"):
         assert leaked_windows(spelled.secret, line[field], before, after, kept_prefix) == set()
+
+
+def test_a_capability_in_a_git_remote_or_basic_header_is_redacted() -> None:
+    """Workers put capabilities in git remotes and Basic credentials: neither survives."""
+    capability = classic(CAPABILITY_PREFIX, 43)
+    basic = base64.b64encode(f"x:{capability.text}".encode()).decode()
+    text = (
+        f"fatal: unable to access 'https://x:{capability.text}@vault.example/github/git/o/r.git/'"
+        f" (Authorization: Basic {basic})"
+    )
+    output = redact(text)
+    assert "https://x:[REDACTED]@vault.example/github/git/o/r.git/" in output
+    assert basic not in output
+    assert_redacted(capability, output)

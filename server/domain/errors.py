@@ -28,3 +28,6 @@ class InvalidInput(Exception):
 NO_TOKEN_STORED = Refusal(
     ErrorCode.NOT_CONNECTED, "No GitHub token is stored for this user and app type."
 )
+TOKEN_REVOKED = Refusal(
+    ErrorCode.TOKEN_REVOKED, "The GitHub token was revoked; the user must connect again."
+)

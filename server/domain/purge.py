@@ -1,4 +1,5 @@
-"""GDPR erasure of a user: tokens deleted, profile nulled, bytes gone from disk."""
+"""GDPR erasure of a user: tokens and capabilities deleted, profile nulled, the
+repositories named in their capability events erased, bytes gone from disk."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from server.domain.disconnect import revoke_grant_at_github
 from server.domain.enums import AppType, AuditAction, ErrorCode
 from server.domain.errors import Refusal
 from server.domain.github_access import GitHubAccess
+from server.github_proxy import capabilities
 from server.storage.tables import OAuthState
 from server.storage.tables import User as UserRow
 from server.storage.tables import UserGithubAppToken as Token
@@ -73,7 +75,9 @@ async def purge_user(
         if user is None:
             return Refusal(ErrorCode.NOT_FOUND, "No user has this id.", "userId")
         deleted_tokens = await Token.count().where(Token.user_id == user_id)
+        # Their capabilities go with the token rows (ON DELETE CASCADE).
         await Token.delete().where(Token.user_id == user_id)
+        await capabilities.erase_audit_details_of_user(user_id)
         await OAuthState.delete().where(OAuthState.user_id == user_id)
         already_purged = user["purged_at"] is not None
         purged_at = user["purged_at"] or now

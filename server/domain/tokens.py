@@ -18,7 +18,13 @@ from server.domain.enums import AppType, AuditAction, ErrorCode, RevocationReaso
 from server.domain.errors import NO_TOKEN_STORED, Refusal
 from server.domain.status import TokenStatus, token_status
 from server.domain.users import ensure_user
-from server.identifiers import MAX_USER_ID_LENGTH, canonical_github_user_id, is_user_id
+from server.github_proxy import capabilities
+from server.identifiers import (
+    GITHUB_LOGIN,
+    MAX_USER_ID_LENGTH,
+    canonical_github_user_id,
+    is_user_id,
+)
 from server.storage.tables import User as UserRow
 from server.storage.tables import UserGithubAppToken as Token
 from server.storage.transactions import for_update, is_unique_violation, write_transaction
@@ -26,7 +32,6 @@ from server.storage.transactions import for_update, is_unique_violation, write_t
 # GitHub documents these as prefix + up to 255 characters; today's are 36 (ghu_) and 76 (ghr_).
 ACCESS_TOKEN = re.compile(r"ghu_[A-Za-z0-9_]{36,255}")
 REFRESH_TOKEN = re.compile(r"ghr_[A-Za-z0-9_]{36,255}")
-GITHUB_LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
 MAX_PROFILE_LENGTH = 320
 
 
@@ -278,6 +283,8 @@ def _token_values(data: StoreTokenInput, keyring: Keyring, now: datetime) -> dic
         Token.refresh_token_expires_at: data.refresh_token_expires_at,
         Token.revoked_at: None,
         Token.revocation_reason: None,
+        # A new credential version: the windows promised on the old one end with it.
+        Token.leased_until: None,
         Token.updated_at: now,
     }
 
@@ -376,9 +383,10 @@ async def _noop_revoke_recorded(actor: Principal, user_id: str, app_type: AppTyp
 async def mark_revoked(
     row_id: object, credential_version: int, reason: RevocationReason, now: datetime
 ) -> None:
-    """Revoke a locked row: erase both ciphertexts and bump the version.
+    """Revoke a locked row: erase both ciphertexts, bump the version, end its capabilities.
 
-    The bump is what makes a refresh in flight lose its compare-and-swap.
+    The bump is what makes a refresh in flight lose its compare-and-swap; the
+    windows promised on the revoked version end with it, on purpose.
     """
     await Token.update(
         {
@@ -386,7 +394,9 @@ async def mark_revoked(
             Token.revocation_reason: reason.value,
             Token.access_token_encrypted: None,
             Token.refresh_token_encrypted: None,
+            Token.leased_until: None,
             Token.credential_version: credential_version + 1,
             Token.updated_at: now,
         }
     ).where(Token.id == row_id)
+    await capabilities.end_for_token(row_id, now)

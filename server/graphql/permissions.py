@@ -45,6 +45,10 @@ class IsUser(_RolePermission):
     roles = frozenset({Role.USER})
 
 
+class IsServiceOrAdmin(_RolePermission):
+    roles = frozenset({Role.SERVICE, Role.ADMIN})
+
+
 class IsUserOnSelfOrAdmin(BasePermission):
     """A USER acting on their own data (no `input.userId`, or their own), or an ADMIN."""
 

@@ -18,12 +18,14 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from server.config import GraphQLLimits
+from server.github_proxy import mutations as github_capabilities
 from server.graphql import (
     audit,
     checkout,
     connect,
     disconnect,
     purge,
+    rejection,
     stats,
     status,
     tokens,
@@ -43,7 +45,15 @@ from server.graphql.variables import CheckVariables
 Query = merge_types("Query", (users.Query, status.Query, audit.Query, stats.Query))
 Mutation = merge_types(
     "Mutation",
-    (tokens.Mutation, purge.Mutation, connect.Mutation, disconnect.Mutation, checkout.Mutation),
+    (
+        tokens.Mutation,
+        purge.Mutation,
+        connect.Mutation,
+        disconnect.Mutation,
+        checkout.Mutation,
+        rejection.Mutation,
+        github_capabilities.Mutation,
+    ),
 )
 
 

@@ -16,12 +16,13 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from server.clock import Clock, utc_now
 from server.config import Settings
-from server.domain import sweep
+from server.domain import rejection, sweep
 from server.domain.changes import TokenChanges
 from server.domain.enums import AppType
 from server.domain.github_access import GitHubAccess
 from server.domain.locks import KeyedLocks
 from server.github import GitHubClient, new_client_session
+from server.github_proxy.relay import GitHubProxy, add_github_proxy
 from server.graphql.schema import create_schema
 from server.http import connections
 from server.http.appkeys import (
@@ -34,6 +35,7 @@ from server.http.appkeys import (
     METRICS,
     OPEN_SOCKETS,
     REFRESH_LOCKS,
+    REJECTION_REPORTS,
     REQUEST_ID,
     SETTINGS,
     TOKEN_CHANGES,
@@ -44,7 +46,7 @@ from server.http.forwarded import client_address
 from server.http.graphiql import add_graphiql_routes
 from server.http.graphql_view import GhvaultGraphQLView
 from server.http.metrics import Metrics, metrics_context, metrics_handler
-from server.http.request_context import request_scope
+from server.http.request_context import REQUEST_ID_HEADER, request_scope
 from server.http.routes import github_webhook
 from server.jwks import JwksKeys
 from server.jwt_cache import VerifiedTokens
@@ -57,7 +59,6 @@ logger = logging.getLogger("ghvault.app")
 READINESS_TIMEOUT_SECONDS = 1.0
 # A socket that has not sent connection_init by then is closed (4408).
 CONNECTION_INIT_TIMEOUT = timedelta(seconds=10)
-REQUEST_ID_HEADER = "X-Request-Id"
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -208,6 +209,7 @@ def create_app(
     app[CLOCK] = clock
     app[KNOWN_USERS] = set()
     app[REFRESH_LOCKS] = KeyedLocks()
+    app[REJECTION_REPORTS] = rejection.report_limit()
     app[METRICS] = Metrics(multiprocess_dir=settings.metrics_multiprocess_dir)
     if settings.jwt.jwks_url is not None:
         app[JWKS] = JwksKeys(settings.jwt.jwks_url)
@@ -255,6 +257,9 @@ def create_app(
     app.router.add_post("/webhooks/github", github_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_github_proxy(
+        app, GitHubProxy(settings.github_proxy, api_base_url=settings.github_api_base_url)
+    )
     app.router.add_get(
         "/metrics",
         metrics_handler(

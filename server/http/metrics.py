@@ -55,6 +55,7 @@ POOL_SAMPLE_SECONDS = 1.0
 
 REFRESH_OUTCOMES = ("refreshed", "bad_refresh_token", "rejected", "unavailable")
 WEBHOOK_RESULTS = ("processed", "duplicate", "ignored", "bad_signature", "malformed", "too_large")
+PROXY_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 _ERROR_CODE = re.compile(r"[A-Z][A-Z_]{0,39}")
 
 
@@ -104,6 +105,19 @@ class Metrics:
             ["outcome"],
             registry=owner,
         )
+        self.github_proxy = Histogram(
+            "ghvault_github_proxy_request_duration_seconds",
+            "Requests through the GitHub proxy by route (api, git), method and outcome, until "
+            "the last byte of the answer; _count is the number of requests.",
+            ["route", "method", "outcome"],
+            registry=owner,
+        )
+        self.github_proxy_bytes = Counter(
+            "ghvault_github_proxy_body_bytes",
+            "Body bytes the GitHub proxy relayed, by route and direction (to_github, to_worker).",
+            ["route", "direction"],
+            registry=owner,
+        )
         self.pool_in_use = Gauge(
             "ghvault_database_connections_in_use",
             "Database connections lent out of the pool (sampled each second).",
@@ -133,6 +147,17 @@ class Metrics:
 
     def webhook_done(self, result: str) -> None:
         self.webhooks.labels(result).inc()
+
+    def proxy_done(
+        self, route: str, method: str, outcome: str, seconds: float, sent: int, received: int
+    ) -> None:
+        """One proxied request; `outcome` is one of relay.py's fixed words."""
+        method = method if method in PROXY_METHODS else "OTHER"
+        self.github_proxy.labels(route, method, outcome).observe(seconds)
+        if sent:
+            self.github_proxy_bytes.labels(route, "to_github").inc(sent)
+        if received:
+            self.github_proxy_bytes.labels(route, "to_worker").inc(received)
 
     # OperationObserver (server.graphql.observers): one call per GraphQL operation.
     def operation_done(self, outcome: OperationOutcome) -> None:

@@ -6,6 +6,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+# Where a response carries its request's id (set by the request id middleware).
+REQUEST_ID_HEADER = "X-Request-Id"
+
 _current: ContextVar[dict[str, str] | None] = ContextVar("ghvault_request", default=None)
 
 

@@ -19,7 +19,7 @@ from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.custom_types import Combinable
 from piccolo.table import Table
 
-from server.domain.enums import AppType, RevocationReason, TokenKind
+from server.domain.enums import AppType, CapabilityAccess, RevocationReason, TokenKind
 
 
 class User(Table, tablename="users"):
@@ -54,6 +54,12 @@ class UserGithubAppToken(Table, tablename="user_github_app_tokens"):
     revocation_reason = Text(null=True, default=None, choices=RevocationReason)
     last_used_at = Timestamptz(null=True, default=None)
     last_refreshed_at = Timestamptz(null=True, default=None)
+    leased_until = Timestamptz(
+        null=True,
+        default=None,
+        help_text="End of the latest window promised on this credential_version; "
+        "nothing refreshes before it. Reset by every store, refresh and revocation.",
+    )
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())
 
@@ -126,6 +132,40 @@ class GithubWebhookPayload(Table, tablename="github_webhook_payloads"):
     received_at = Timestamptz(default=TimestamptzNow())
 
 
+class GithubCapability(Table, tablename="github_capabilities"):
+    """A short-lived stand-in for a user's token, redeemed only by the GitHub proxy.
+
+    Deleted with its token row (disconnect, purge); revoking the token ends it.
+    """
+
+    id = UUID(primary_key=True)
+    secret_sha256 = Text(
+        unique=True, help_text="Hex SHA-256 of the capability; the capability is a bearer."
+    )
+    token_id = ForeignKey(
+        UserGithubAppToken,
+        on_delete=OnDelete.cascade,
+        null=False,
+        index=True,
+        help_text="The token it stands for.",
+    )
+    user_id = Text()
+    github_app_type = Text(choices=AppType)
+    github_user_id = Text(
+        help_text="The GitHub account it acts as; a token of another account does not serve it."
+    )
+    repositories = JSON(
+        default="[]",
+        secret=True,
+        help_text="owner/name, lower-cased ([] for all the token reaches); may name the login.",
+    )
+    access = Text(choices=CapabilityAccess)
+    issued_by = Text(help_text="The SERVICE principal that issued it.")
+    issued_at = Timestamptz(default=TimestamptzNow())
+    expires_at = Timestamptz()
+    revoked_at = Timestamptz(null=True, default=None)
+
+
 TABLES: tuple[type[Table], ...] = (
     User,
     UserGithubAppToken,
@@ -133,4 +173,5 @@ TABLES: tuple[type[Table], ...] = (
     OAuthState,
     GithubWebhookDelivery,
     GithubWebhookPayload,
+    GithubCapability,
 )

@@ -39,6 +39,9 @@ MATRIX: dict[str, tuple[str, str, str, str, str]] = {
     "completeGithubConnect": (UNAUTH, OK, "ACCOUNT_MISMATCH", FORBID, FORBID),
     "disconnectGithub": (UNAUTH, OK, OK, FORBID, FORBID),
     "checkoutGithubToken": (UNAUTH, FORBID, FORBID, FORBID, OK),
+    "reportGithubTokenRejected": (UNAUTH, FORBID, FORBID, FORBID, OK),
+    "issueGithubCapability": (UNAUTH, FORBID, FORBID, FORBID, OK),
+    "revokeGithubCapability": (UNAUTH, FORBID, FORBID, OK, OK),
     "githubTokenChanged": (UNAUTH, OK, FORBID, OK, FORBID),
 }
 
@@ -107,6 +110,18 @@ async def _complete_connect(cell: Cell) -> Request:
     return query % RESULT, {"c": code, "s": start["state"]}
 
 
+async def _revoke_capability(cell: Cell) -> Request:
+    """A capability a service issued for the target user."""
+    issued = await cell.gql.data(
+        "mutation($u: ID!) { issueGithubCapability(input: {userId: $u}) {"
+        " ... on GithubCapabilityIssued { id } } }",
+        {"u": cell.target},
+        auth=bearer("setup", Role.SERVICE),
+    )
+    query = f"mutation($id: ID!) {{ revokeGithubCapability(id: $id) {RESULT} }}"
+    return query, {"id": issued["issueGithubCapability"]["id"]}
+
+
 OPERATIONS: dict[str, Operation] = {}
 
 
@@ -151,6 +166,19 @@ _operation(
     f"mutation($u: ID!) {{ checkoutGithubToken(userId: $u) {RESULT} }}",
     lambda cell: {"u": cell.target},
 )
+_operation(
+    "reportGithubTokenRejected",
+    f"mutation($u: ID!) {{ reportGithubTokenRejected(userId: $u, credentialVersion: 1) {RESULT} }}",
+    lambda cell: {"u": cell.target},
+)
+
+
+_operation(
+    "issueGithubCapability",
+    f"mutation($u: ID!) {{ issueGithubCapability(input: {{userId: $u}}) {RESULT} }}",
+    lambda cell: {"u": cell.target},
+)
+OPERATIONS["revokeGithubCapability"] = _revoke_capability
 
 
 _operation(

@@ -329,8 +329,12 @@ def _response_key(node: graphql.FieldNode) -> str:
     return (node.alias or node.name).value
 
 
-def checkout_token_keys(document: str) -> list[tuple[str, str]]:
-    """Where in `data` a checkout's access token lands: (root key, accessToken key) pairs."""
+# The fields that hand a SERVICE a credential on purpose: root field -> its field.
+HANDED_OUT = {"checkoutGithubToken": "accessToken", "issueGithubCapability": "capability"}
+
+
+def handed_out_keys(document: str) -> list[tuple[str, str]]:
+    """Where in `data` a checked-out token or an issued capability lands: (root key, its key)."""
     try:
         ast = graphql.parse(document)
     except graphql.GraphQLError:
@@ -345,20 +349,22 @@ def checkout_token_keys(document: str) -> list[tuple[str, str]]:
         if not isinstance(definition, graphql.OperationDefinitionNode):
             continue
         for root in _fields(definition.selection_set, fragments):
-            if root.name.value != "checkoutGithubToken":
+            handed_out = HANDED_OUT.get(root.name.value)
+            if handed_out is None:
                 continue
             for leaf in _fields(root.selection_set, fragments):
-                if leaf.name.value == "accessToken":
+                if leaf.name.value == handed_out:
                     keys.append((_response_key(root), _response_key(leaf)))
     return keys
 
 
 def leaked_tokens(body: Any, document: str, role: str, world: World) -> list[str]:
-    """Token-shaped strings in `body` that neither the fuzzer sent nor a SERVICE checked out."""
+    """Token-shaped strings in `body` that neither the fuzzer sent nor a SERVICE was handed
+    (a checkout, a capability)."""
     scanned = json.loads(json.dumps(body))
     data = scanned.get("data") if isinstance(scanned, dict) else None
     if role == "SERVICE" and isinstance(data, dict):
-        for root_key, token_key in checkout_token_keys(document):
+        for root_key, token_key in handed_out_keys(document):
             result = data.get(root_key)
             if isinstance(result, dict):
                 result.pop(token_key, None)
@@ -411,8 +417,8 @@ def _resolved(body: dict[str, Any]) -> bool:
     return isinstance(data, dict) and any(value is not None for value in data.values())
 
 
-async def test_checkout_token_keys_follow_aliases_and_fragments() -> None:
-    """The one exemption from the token scan is found under aliases and fragments."""
+async def test_handed_out_keys_follow_aliases_and_fragments() -> None:
+    """The exemptions from the token scan are found under aliases and fragments."""
     document = """
     mutation {
       out: checkoutGithubToken(userId: "alice") {
@@ -423,9 +429,14 @@ async def test_checkout_token_keys_follow_aliases_and_fragments() -> None:
     }
     fragment Rest on CheckoutGithubTokenResult { ... on CheckoutSuccess { accessToken } }
     """
-    assert checkout_token_keys(document) == [("out", "secret"), ("out", "accessToken")]
-    assert checkout_token_keys("{ viewer { id } }") == []
-    assert checkout_token_keys("{ not graphql") == []
+    assert handed_out_keys(document) == [("out", "secret"), ("out", "accessToken")]
+    issued = (
+        'mutation { c: issueGithubCapability(input: {userId: "a"}) '
+        "{ ... on GithubCapabilityIssued { capability id } } }"
+    )
+    assert handed_out_keys(issued) == [("c", "capability")]
+    assert handed_out_keys("{ viewer { id } }") == []
+    assert handed_out_keys("{ not graphql") == []
 
 
 async def test_leak_scan_exempts_only_a_service_checkout_and_the_callers_own_tokens() -> None:

@@ -29,8 +29,9 @@ from aiohttp.test_utils import TestClient
 
 from server.config import Settings
 from server.graphql.errors import UNAVAILABLE_MESSAGE
-from server.http.app import REQUEST_ID_HEADER, create_app
+from server.http.app import create_app
 from server.http.graphql_responses import RETRY_AFTER_SECONDS
+from server.http.request_context import REQUEST_ID_HEADER
 from server.storage import engines
 from tests.helpers import (
     ALICE,

@@ -1,4 +1,4 @@
-"""Malformed HTTP to both routes: bytes, headers and JSON shapes, not only valid documents.
+"""Malformed HTTP to every route: bytes, headers and JSON shapes, not only valid documents.
 
 Whatever arrives, the answer is below 500, no line is logged at ERROR, and no
 secret (the caller's JWT, the webhook secret, anything token-shaped) comes
@@ -18,9 +18,19 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from yarl import URL
 
 from server.domain.webhook import sign
-from tests.helpers import ADMIN, SECRET_PATTERN, WEBHOOK_SECRET, GraphQLClient
+from tests.fake_github import FakeGitHub
+from tests.helpers import (
+    ADMIN,
+    SECRET_PATTERN,
+    WEBHOOK_SECRET,
+    GraphQLClient,
+    MovableClock,
+    issue_capability,
+    store_live_token,
+)
 
 EXAMPLES = int(os.environ.get("GHVAULT_HTTP_FUZZ_EXAMPLES", "120"))
 REQUEST_TIMEOUT_SECONDS = 30
@@ -105,6 +115,7 @@ class Probe:
     path: str
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    method: str = "POST"
 
 
 @st.composite
@@ -145,6 +156,37 @@ def webhook_probes(draw: st.DrawFn) -> Probe:
     return Probe("/webhooks/github", body, headers)
 
 
+# What a request target may hold on the wire: printable ASCII but the space, "#" and "?",
+# and pieces the proxy must judge as a whole.
+PATH_TEXT = st.lists(
+    st.sampled_from([chr(code) for code in range(0x21, 0x7F) if chr(code) not in "#?"])
+    | st.sampled_from(
+        ["%2e", "%2F", "%5c", "%00", "%ff", "%zz", "/..", ".git", "/info/refs", "/git-receive-pack"]
+    ),
+    max_size=30,
+).map("".join)
+PROXY_METHODS = st.sampled_from(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "PROPFIND"])
+
+
+@st.composite
+def proxy_probes(draw: st.DrawFn, capability: str) -> Probe:
+    """Requests to the GitHub proxy: any path below it, method, query and credentials."""
+    path = draw(st.sampled_from(["/github/api", "/github/git", "/github/gitx"])) + draw(PATH_TEXT)
+    if draw(st.booleans()):
+        path += "?" + draw(st.just("service=git-upload-pack") | PATH_TEXT)
+    authorization = draw(
+        st.one_of(
+            st.none(),
+            st.just(f"Bearer {capability}"),
+            HEADER_TEXT.map(lambda text: "Bearer ghvcap_" + text),
+            HEADER_TEXT.map(lambda text: "Basic " + text),
+            HEADER_TEXT,
+        )
+    )
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    return Probe(path, draw(st.binary(max_size=100)), headers, draw(PROXY_METHODS))
+
+
 def _check(probe: Probe, status: int, text: str) -> None:
     context = f"{probe.path} {probe.headers!r} {probe.body[:300]!r}\n-> {status} {text[:500]}"
     assert status < 500, context
@@ -158,7 +200,9 @@ async def _fuzz(gql: GraphQLClient, probes: st.SearchStrategy[Probe]) -> int:
     sent = 0
 
     async def send(probe: Probe) -> tuple[int, str]:
-        response = await gql.http.post(probe.path, data=probe.body, headers=probe.headers)
+        response = await gql.http.request(
+            probe.method, URL(probe.path, encoded=True), data=probe.body, headers=probe.headers
+        )
         return response.status, (await response.read()).decode("utf-8", "replace")
 
     @settings(
@@ -198,6 +242,17 @@ async def test_malformed_webhook_deliveries_get_4xx_and_no_error_log(
 ) -> None:
     """The same for /webhooks/github, with correctly signed bodies half of the time."""
     sent = await _fuzz(gql, webhook_probes())
+    assert sent >= min(EXAMPLES, 10)
+    assert _error_lines(log_output.getvalue()) == []
+
+
+async def test_malformed_proxy_requests_get_4xx_and_no_error_log(
+    gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub, log_output: io.StringIO
+) -> None:
+    """The same for /github/api and /github/git, with a live capability some of the time."""
+    await store_live_token(gql, fake_github, clock())
+    capability = await issue_capability(gql, access="WRITE")
+    sent = await _fuzz(gql, proxy_probes(capability))
     assert sent >= min(EXAMPLES, 10)
     assert _error_lines(log_output.getvalue()) == []
 

@@ -236,6 +236,11 @@ def migration_file_ids() -> set[str]:
     return ids
 
 
+def migrations_after(migration_id: str) -> list[str]:
+    """The IDs of the migrations that run after `migration_id`, in the order they run."""
+    return sorted(other for other in migration_file_ids() if other > migration_id)
+
+
 def migration_status(target: Target) -> dict[str, str]:
     """Migration ID -> the RAN column of `piccolo migrations check`."""
     output = run_piccolo_ok("migrations", "check", target=target)
@@ -385,6 +390,13 @@ async def test_token_counts_come_with_forwards_and_go_with_backwards(
         COUNT_INDEXES | COUNT_TRIGGERS[target.kind] | COUNT_TABLES[target.kind]
     )
     assert mine == COUNT_INDEXES | COUNT_TRIGGERS[target.kind] | COUNT_TABLES[target.kind]
+    # Undoing a migration undoes every later one first: those go on their own, beforehand.
+    later = migrations_after(COUNTS_MIGRATION)
+    if later:
+        run_piccolo_ok(
+            "migrations", "backwards", "ghvault", later[0], "--auto_agree", target=target
+        )
+    before = await schema_objects(target)
 
     run_piccolo_ok(
         "migrations", "backwards", "ghvault", COUNTS_MIGRATION, "--auto_agree", target=target
@@ -392,8 +404,8 @@ async def test_token_counts_come_with_forwards_and_go_with_backwards(
     undone = await schema_objects(target)
     assert not {name for _, name in undone} & mine
     # Only the migration's own objects went (and the keys and autoindexes of its tables).
-    assert {name for _, name in migrated - undone} >= mine
-    assert all(name in mine or "token_count" in name for _, name in migrated - undone)
+    assert {name for _, name in before - undone} >= mine
+    assert all(name in mine or "token_count" in name for _, name in before - undone)
     assert migration_status(target)[COUNTS_MIGRATION] == "False"
     async with connect(target) as connection:
         await insert_varied_tokens(connection, "before")
@@ -408,6 +420,59 @@ async def test_token_counts_come_with_forwards_and_go_with_backwards(
         await connection.execute("DELETE FROM users WHERE id LIKE 'after1%'")
     async with bound_to(target):
         assert await assert_stats_agree_with_rows() > 10
+
+
+LEASES_MIGRATION = "2026-12-04T10:00:00:000000"
+
+
+async def token_columns(target: Target) -> set[str]:
+    async with connect(target) as connection:
+        if target.is_sqlite:
+            rows = await connection.fetch(
+                "SELECT name FROM pragma_table_info('user_github_app_tokens')"
+            )
+        else:
+            rows = await connection.fetch(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND table_name = 'user_github_app_tokens'"
+            )
+    return {name for (name,) in rows}
+
+
+async def test_the_leases_migration_goes_back_to_reasons_earlier_code_knows(
+    empty_database: Target,
+) -> None:
+    """Make sure leased_until comes with forwards and goes with backwards, which rewrites
+    the github_rejected revocations to refresh_failed (earlier code knows no other reason
+    that tells the user to connect again) and touches nothing else."""
+    target = empty_database
+    run_piccolo_ok("migrations", "forwards", "all", target=target)
+    assert "leased_until" in await token_columns(target)
+    async with connect(target) as connection:
+        for user, reason in (("rejected", "github_rejected"), ("admin", "admin")):
+            await add_user(connection, user)
+            token_id = await add_token(connection, user, "standard", unique("gh"))
+            await connection.execute(
+                "UPDATE user_github_app_tokens SET revocation_reason = $1, revoked_at = $2, "
+                "leased_until = $2 WHERE id = $3",
+                reason,
+                connection.time(datetime.now(UTC)),
+                token_id,
+            )
+
+    run_piccolo_ok(
+        "migrations", "backwards", "ghvault", LEASES_MIGRATION, "--auto_agree", target=target
+    )
+
+    assert "leased_until" not in await token_columns(target)
+    assert migration_status(target)[LEASES_MIGRATION] == "False"
+    async with connect(target) as connection:
+        reasons = await connection.fetch(
+            "SELECT user_id, revocation_reason FROM user_github_app_tokens ORDER BY user_id"
+        )
+    assert reasons == [("admin", "admin"), ("rejected", "refresh_failed")]
+    run_piccolo_ok("migrations", "forwards", "all", target=target)
+    assert "leased_until" in await token_columns(target)
 
 
 # ---------------------------------------------------------------- schema vs tables
@@ -598,6 +663,41 @@ async def test_deleting_a_user_deletes_its_tokens(migrated_database: Target) -> 
         count = "SELECT COUNT(*) FROM user_github_app_tokens WHERE user_id = $1"
         assert await connection.fetch(count, alice) == [(0,)]
         assert await connection.fetch(count, bob) == [(2,)]
+
+
+INSERT_CAPABILITY = (
+    "INSERT INTO github_capabilities (id, secret_sha256, token_id, user_id, github_app_type, "
+    "github_user_id, repositories, access, issued_by, expires_at) "
+    "VALUES ($1, $2, $3, $4, 'standard', '1', '[]', 'read', 'svc', $5)"
+)
+
+
+async def test_capabilities_go_with_their_token_and_their_hash_is_unique(
+    migrated_database: Target,
+) -> None:
+    """Make sure deleting a token row (disconnect, purge) deletes its capabilities, and two
+    capabilities cannot share a hash."""
+    async with connect(migrated_database) as connection:
+        alice, bob = unique("alice"), unique("bob")
+        tokens = {}
+        for user in (alice, bob):
+            await add_user(connection, user)
+            tokens[user] = await add_token(connection, user, "standard", unique("gh"))
+        expires = connection.time(datetime.now(UTC) + timedelta(minutes=15))
+        for user in (alice, bob):
+            await connection.execute(
+                INSERT_CAPABILITY, str(uuid.uuid4()), unique(user), tokens[user], user, expires
+            )
+        taken = (await connection.fetch("SELECT secret_sha256 FROM github_capabilities"))[0][0]
+        with pytest.raises((sqlite3.IntegrityError, asyncpg.UniqueViolationError)):
+            await connection.execute(
+                INSERT_CAPABILITY, str(uuid.uuid4()), taken, tokens[bob], bob, expires
+            )
+
+        await connection.execute("DELETE FROM user_github_app_tokens WHERE id = $1", tokens[alice])
+
+        rows = await connection.fetch("SELECT user_id FROM github_capabilities")
+        assert [user for (user,) in rows if user in (alice, bob)] == [bob]
 
 
 # ---------------------------------------------------------------- ghvault migrate
