@@ -125,7 +125,8 @@ mutation Checkout($userId: ID!) {
 
 SERVER_START_TIMEOUT_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 60.0
-# Inside checkout's REFRESH_MARGIN (5 minutes), and refreshable after it passes too.
+# Too close to expiry for any window: a checkout refreshes it, and it is refreshable after
+# it passes too.
 NEAR_EXPIRY = timedelta(minutes=1)
 
 # ---------------------------------------------------------------- options

@@ -1,7 +1,8 @@
 """HTTP client for the parts of GitHub that ghvault talks to.
 
 Covers the OAuth web flow of a GitHub App (authorize URL, code exchange with PKCE, token
-refresh), ``GET /user`` to learn who a token belongs to, and revoking a user's grant.
+refresh), ``GET /user`` to learn who a token belongs to, asking whether a token still works,
+and revoking a user's grant.
 
 Every failure surfaces as a ``GitHubError`` subclass whose message is composed here from
 fixed text, HTTP status codes and sanitised OAuth error codes only, so an exception that ends
@@ -247,26 +248,55 @@ class GitHubClient:
         Returns False when GitHub no longer knows the token, which for a caller tidying up
         means the same as success.
         """
+        return await self._about_token(
+            "revoke_grant", "DELETE", app, "grant", access_token=access_token, success=204
+        )
+
+    async def check_token(self, app: GitHubApp, *, access_token: str) -> bool:
+        """Whether GitHub still accepts ``access_token`` of ``app`` (its "check a token").
+
+        False when GitHub answers that it does not know the token: expired, replaced by a
+        refresh, or revoked.
+        """
+        return await self._about_token(
+            "check_token", "POST", app, "token", access_token=access_token, success=200
+        )
+
+    async def _about_token(
+        self,
+        endpoint: str,
+        method: str,
+        app: GitHubApp,
+        action: str,
+        *,
+        access_token: str,
+        success: int,
+    ) -> bool:
+        """A request about one token to ``/applications/{client_id}/{action}``, signed with
+        the app's own credentials: True on `success`, False when GitHub does not know the
+        token (404)."""
         answer = await self._fetch(
-            "revoke_grant",
-            "DELETE",
-            self._api_base / "applications" / app.client_id / "grant",
+            endpoint,
+            method,
+            self._api_base / "applications" / app.client_id / action,
             headers={
                 **_api_headers(),
                 "Authorization": aiohttp.encode_basic_auth(app.client_id, app.client_secret),
             },
             json={"access_token": access_token},
         )
-        if answer.status == 204:
+        if answer.status == success:
             return True
         if answer.status == 404:
             return False
         if answer.status == 401:
             raise GitHubRejected("bad_credentials", "GitHub refused the app credentials (401)")
         if answer.status == 422:
-            raise GitHubRejected("validation_failed", "GitHub refused the revoke request (422)")
+            raise GitHubRejected(
+                "validation_failed", f"GitHub refused the {endpoint} request (422)"
+            )
         _raise_for_api_status(answer)
-        raise GitHubUnavailable(f"GitHub answered HTTP {answer.status} to a revoke request")
+        raise GitHubUnavailable(f"GitHub answered HTTP {answer.status} to a {endpoint} request")
 
     async def _token_request(self, endpoint: str, form: Mapping[str, str]) -> dict[str, Any]:
         answer = await self._fetch(

@@ -2,7 +2,11 @@
 
 It implements only what ghvault uses, but fails the way GitHub fails: OAuth errors come back
 as HTTP 200 with an ``error`` field, authorization codes and refresh tokens work once, a
-refresh invalidates the previous access token, and revoking a grant kills all of its tokens.
+refresh invalidates the previous access and refresh tokens, and revoking a grant kills all of
+its tokens. It answers the check-token endpoint ghvault asks about a rejected token, and the
+REST endpoints a commit worker would call (tests/fake_github_repos.py), which answer 401 for
+a dead access token; it notes when each access token died, so a test can tell whether one
+died inside the window ghvault promised for it.
 
 Because it is plain HTTP, server processes started by a test can point at ``fake.base_url``
 as well. ``start_fake_github`` runs it on the test's own event loop (the test must keep
@@ -23,6 +27,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 from urllib.parse import urlencode
 
@@ -94,13 +99,18 @@ class FakeGitHub:
     ``fail_with_status``: when set, every endpoint answers that status with an HTML body.
     ``fail_endpoints``: the same for the named endpoints only ({"revoke_grant": 503}).
     ``hang_seconds``: when positive, every endpoint waits that long before answering.
+    ``access_token_expires_in``, ``refresh_token_expires_in``: the lifetimes new grants
+    announce, in seconds.
     ``oversized_answer_bytes``: when positive, every endpoint answers 200 with a JSON
     body of that many bytes.
     ``after_revoke``: when set, awaited after a revoke_grant request did its work and
     before it is answered: what happens while GitHub is slow to answer a revocation.
     ``calls``: requests received per endpoint ("exchange", "refresh", "user",
-    "revoke_grant"), counted on arrival, so failed and hung requests count too.
-    ``repos``: the REST endpoints of repositories and issues (tests/fake_github_repos.py).
+    "revoke_grant", "check_token"), counted on arrival, so failed and hung requests
+    count too.
+    ``refused``: refusals of a spent or unknown refresh token ("bad_refresh_token").
+    ``repos``: the REST endpoints of repositories and issues (tests/fake_github_repos.py),
+    which answer 401 for a dead access token.
     """
 
     def __init__(self, apps: Iterable[AppCredentials] = DEFAULT_APPS) -> None:
@@ -111,12 +121,16 @@ class FakeGitHub:
         self._codes: dict[str, _Code] = {}
         self._by_access: dict[str, _Pair] = {}
         self._by_refresh: dict[str, _Pair] = {}
+        self._killed_at: dict[str, datetime] = {}
         self.fail_with_status: int | None = None
         self.fail_endpoints: dict[str, int] = {}
         self.hang_seconds: float = 0.0
+        self.access_token_expires_in = ACCESS_TOKEN_EXPIRES_IN
+        self.refresh_token_expires_in = REFRESH_TOKEN_EXPIRES_IN
         self.oversized_answer_bytes = 0
         self.after_revoke: Callable[[], Awaitable[None]] | None = None
         self.calls: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
         self._base_url: str | None = None
@@ -180,6 +194,18 @@ class FakeGitHub:
         with self._lock:
             return token in self._by_refresh
 
+    def killed_at(self, access_token: str) -> datetime | None:
+        """When a refresh, a revocation or `expire_access_token` killed the token, if one did."""
+        with self._lock:
+            return self._killed_at.get(access_token)
+
+    def expire_access_token(self, access_token: str) -> None:
+        """Stop accepting the access token, as GitHub does once it expires; the refresh
+        token issued with it keeps working."""
+        with self._lock:
+            if self._by_access.pop(access_token, None) is not None:
+                self._killed_at[access_token] = datetime.now(UTC)
+
     def reset(self) -> None:
         """Forget users, codes, tokens and counters and clear the switches; keep the apps."""
         with self._lock:
@@ -187,7 +213,9 @@ class FakeGitHub:
             self._codes.clear()
             self._by_access.clear()
             self._by_refresh.clear()
+            self._killed_at.clear()
             self.calls.clear()
+            self.refused.clear()
         self.reset_switches()
 
     def reset_switches(self) -> None:
@@ -195,6 +223,8 @@ class FakeGitHub:
         self.fail_with_status = None
         self.fail_endpoints = {}
         self.hang_seconds = 0.0
+        self.access_token_expires_in = ACCESS_TOKEN_EXPIRES_IN
+        self.refresh_token_expires_in = REFRESH_TOKEN_EXPIRES_IN
         self.oversized_answer_bytes = 0
         self.after_revoke = None
 
@@ -205,6 +235,7 @@ class FakeGitHub:
         app.router.add_post("/login/oauth/access_token", self._token_endpoint)
         app.router.add_get("/user", self._user_endpoint)
         app.router.add_delete("/applications/{client_id}/grant", self._revoke_grant_endpoint)
+        app.router.add_post("/applications/{client_id}/token", self._check_token_endpoint)
         self.repos.register(app)
         return app
 
@@ -248,7 +279,8 @@ class FakeGitHub:
         return pair
 
     def _drop_pair(self, pair: _Pair) -> None:
-        self._by_access.pop(pair.access_token, None)
+        if self._by_access.pop(pair.access_token, None) is not None:
+            self._killed_at[pair.access_token] = datetime.now(UTC)
         self._by_refresh.pop(pair.refresh_token, None)
 
     def _client_ok(self, client_id: str, client_secret: str) -> bool:
@@ -330,27 +362,36 @@ class FakeGitHub:
                 _s256(verifier), issued.code_challenge
             ):
                 return bad_code
-        return _grant_payload(self._issue_pair(issued.client_id, issued.user_id))
+        return self._grant_payload(self._issue_pair(issued.client_id, issued.user_id))
+
+    def _grant_payload(self, pair: _Pair) -> dict[str, object]:
+        return {
+            "access_token": pair.access_token,
+            "expires_in": self.access_token_expires_in,
+            "refresh_token": pair.refresh_token,
+            "refresh_token_expires_in": self.refresh_token_expires_in,
+            "token_type": "bearer",
+            "scope": "",
+        }
 
     def _refresh(self, params: dict[str, str]) -> dict[str, object]:
         old = self._by_refresh.get(params.get("refresh_token", ""))
         if old is None or old.client_id != params["client_id"]:
+            self.refused["bad_refresh_token"] += 1
             return _oauth_error(
                 "bad_refresh_token", "The refresh token passed is incorrect or expired."
             )
         self._drop_pair(old)
-        return _grant_payload(self._issue_pair(old.client_id, old.user_id))
+        return self._grant_payload(self._issue_pair(old.client_id, old.user_id))
 
     async def _user_endpoint(self, request: web.Request) -> web.Response:
         if (early := await self._arrive("user")) is not None:
             return early
-        if (refused := _require_user_agent(request)) is not None:
-            return refused
-        scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-        if scheme.lower() not in ("bearer", "token") or not token:
-            return _api_error(401, "Requires authentication")
+        token = _bearer_token(request)
+        if isinstance(token, web.Response):
+            return token
         with self._lock:
-            pair = self._by_access.get(token.strip())
+            pair = self._by_access.get(token)
             user = self._users.get(pair.user_id) if pair else None
         if user is None:
             return _api_error(401, "Bad credentials")
@@ -361,6 +402,43 @@ class FakeGitHub:
     async def _revoke_grant_endpoint(self, request: web.Request) -> web.Response:
         if (early := await self._arrive("revoke_grant")) is not None:
             return early
+        asked = await self._app_token_request(request)
+        if isinstance(asked, web.Response):
+            return asked
+        with self._lock:
+            pair = self._by_access.get(asked.access_token)
+            if pair is None or pair.client_id != asked.client_id:
+                return _api_error(404, "Not Found")
+            for other in list(self._by_access.values()):
+                if (other.client_id, other.user_id) == (pair.client_id, pair.user_id):
+                    self._drop_pair(other)
+        if self.after_revoke is not None:
+            await self.after_revoke()
+        return web.Response(status=204)
+
+    async def _check_token_endpoint(self, request: web.Request) -> web.Response:
+        """GitHub's "check a token": 200 and the token's facts when it works, else 404."""
+        if (early := await self._arrive("check_token")) is not None:
+            return early
+        asked = await self._app_token_request(request)
+        if isinstance(asked, web.Response):
+            return asked
+        with self._lock:
+            pair = self._by_access.get(asked.access_token)
+            user = self._users.get(pair.user_id) if pair else None
+            if pair is None or user is None or pair.client_id != asked.client_id:
+                return _api_error(404, "Not Found")
+        return web.json_response(
+            {
+                "token": pair.access_token,
+                "app": {"client_id": pair.client_id},
+                "user": {"login": user.login, "id": user.id},
+            }
+        )
+
+    async def _app_token_request(self, request: web.Request) -> _AppTokenRequest | web.Response:
+        """The app and token of a request to /applications/{client_id}/...: basic auth with
+        the app's credentials and a JSON body naming the access token; else the error."""
         if (refused := _require_user_agent(request)) is not None:
             return refused
         credentials = _basic_credentials(request.headers.get(hdrs.AUTHORIZATION, ""))
@@ -379,16 +457,13 @@ class FakeGitHub:
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             return _api_error(422, 'Invalid request.\n\n"access_token" wasn\'t supplied.')
-        with self._lock:
-            pair = self._by_access.get(token)
-            if pair is None or pair.client_id != client_id:
-                return _api_error(404, "Not Found")
-            for other in list(self._by_access.values()):
-                if (other.client_id, other.user_id) == (pair.client_id, pair.user_id):
-                    self._drop_pair(other)
-        if self.after_revoke is not None:
-            await self.after_revoke()
-        return web.Response(status=204)
+        return _AppTokenRequest(client_id, token)
+
+
+@dataclass(frozen=True)
+class _AppTokenRequest:
+    client_id: str
+    access_token: str = field(repr=False)
 
 
 @asynccontextmanager
@@ -443,17 +518,6 @@ def _oauth_error(error: str, description: str) -> dict[str, object]:
     }
 
 
-def _grant_payload(pair: _Pair) -> dict[str, object]:
-    return {
-        "access_token": pair.access_token,
-        "expires_in": ACCESS_TOKEN_EXPIRES_IN,
-        "refresh_token": pair.refresh_token,
-        "refresh_token_expires_in": REFRESH_TOKEN_EXPIRES_IN,
-        "token_type": "bearer",
-        "scope": "",
-    }
-
-
 def _oauth_response(request: web.Request, payload: dict[str, object]) -> web.Response:
     """Errors and successes alike are HTTP 200; the Accept header picks the encoding."""
     if "application/json" in request.headers.get(hdrs.ACCEPT, ""):
@@ -481,6 +545,16 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
         return None
     client_id, colon, client_secret = decoded.partition(":")
     return (client_id, client_secret) if colon else None
+
+
+def _bearer_token(request: web.Request) -> str | web.Response:
+    """The access token a REST request carries, or the REST API's refusal of the request."""
+    if (refused := _require_user_agent(request)) is not None:
+        return refused
+    scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not token:
+        return _api_error(401, "Requires authentication")
+    return token.strip()
 
 
 def _require_user_agent(request: web.Request) -> web.Response | None:

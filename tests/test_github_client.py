@@ -352,6 +352,64 @@ async def test_fake_revoke_grant_malformed_body(
         assert resp.status == 422
 
 
+async def test_check_token_tells_a_working_token_from_a_dead_one(
+    fake: FakeGitHub, client: GitHubClient
+) -> None:
+    """Make sure check_token says True for a live token, and False once a refresh replaced
+    it, GitHub expired it, or it belongs to another app."""
+    grant = await login(fake, client)
+    assert await client.check_token(STANDARD, access_token=grant.access_token) is True
+
+    assert grant.refresh_token is not None
+    new = await client.refresh(STANDARD, refresh_token=grant.refresh_token, now=NOW)
+    assert await client.check_token(STANDARD, access_token=grant.access_token) is False
+    assert await client.check_token(LITE, access_token=new.access_token) is False
+    fake.expire_access_token(new.access_token)
+    assert await client.check_token(STANDARD, access_token=new.access_token) is False
+    assert fake.calls["check_token"] == 4
+
+
+async def test_check_token_with_bad_app_credentials_is_a_refusal(
+    fake: FakeGitHub, client: GitHubClient
+) -> None:
+    """Make sure wrong app credentials are not taken for a dead token, and the secret is not
+    repeated."""
+    access_token, _ = fake.seed_token(STANDARD.client_id, USER_ID, LOGIN)
+    wrong = GitHubApp("standard", STANDARD.client_id, "wrong-secret-value")
+    with pytest.raises(GitHubRejected) as info:
+        await client.check_token(wrong, access_token=access_token)
+    assert info.value.error == "bad_credentials"
+    assert "wrong-secret-value" not in str(info.value)
+
+
+async def test_fake_kills_both_old_tokens_on_refresh_and_notes_when(
+    fake: FakeGitHub, client: GitHubClient, session: aiohttp.ClientSession
+) -> None:
+    """Make sure the fake enforces GitHub's rule: once a refresh token is used, it and the
+    access token issued with it stop working; the REST API then answers 401."""
+    grant = await login(fake, client)
+    repo = f"{fake.base_url}/repos/octo/hello"
+
+    async def status(token: str) -> int:
+        async with session.get(repo, headers={"Authorization": f"Bearer {token}"}) as resp:
+            return resp.status
+
+    assert await status(grant.access_token) == 200
+    assert fake.killed_at(grant.access_token) is None
+    before = datetime.now(UTC)
+    assert grant.refresh_token is not None
+    new = await client.refresh(STANDARD, refresh_token=grant.refresh_token, now=NOW)
+
+    killed = fake.killed_at(grant.access_token)
+    assert killed is not None
+    assert killed >= before
+    assert await status(grant.access_token) == 401
+    assert await status(new.access_token) == 200
+    with pytest.raises(BadRefreshToken):
+        await client.refresh(STANDARD, refresh_token=grant.refresh_token, now=NOW)
+    assert fake.refused == {"bad_refresh_token": 1, "bad_credentials": 1}
+
+
 def every_call(
     client: GitHubClient, fake: FakeGitHub
 ) -> dict[str, Callable[[], Awaitable[object]]]:
@@ -368,10 +426,14 @@ def every_call(
         "refresh": lambda: client.refresh(STANDARD, refresh_token=refresh_token, now=NOW),
         "user": lambda: client.get_user(access_token),
         "revoke_grant": lambda: client.revoke_grant(STANDARD, access_token=access_token),
+        "check_token": lambda: client.check_token(STANDARD, access_token=access_token),
     }
 
 
-@pytest.mark.parametrize("endpoint", ["exchange", "refresh", "user", "revoke_grant"])
+ENDPOINTS = ["exchange", "refresh", "user", "revoke_grant", "check_token"]
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
 async def test_5xx_is_unavailable(fake: FakeGitHub, client: GitHubClient, endpoint: str) -> None:
     """A GitHub outage is retryable and says which status came back."""
     call = every_call(client, fake)[endpoint]
@@ -381,7 +443,7 @@ async def test_5xx_is_unavailable(fake: FakeGitHub, client: GitHubClient, endpoi
     assert fake.calls[endpoint] == 1
 
 
-@pytest.mark.parametrize("endpoint", ["exchange", "refresh", "user", "revoke_grant"])
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
 async def test_hang_is_unavailable(fake: FakeGitHub, client: GitHubClient, endpoint: str) -> None:
     """A GitHub that does not answer costs at most the session timeout."""
     call = every_call(client, fake)[endpoint]

@@ -35,6 +35,7 @@ class RevocationReason(StrEnum):
     USER_REVOKED = "user_revoked"
     REFRESH_FAILED = "refresh_failed"
     ADMIN = "admin"
+    GITHUB_REJECTED = "github_rejected"  # reported rejected, GitHub agreed, and not refreshable
 
 
 class TokenState(StrEnum):
@@ -67,6 +68,7 @@ class AuditAction(StrEnum):
     KEYS_REWRAPPED = "keys_rewrapped"
     GITHUB_WEBHOOK_REVOKED = "github_webhook_revoked"
     TOKEN_DECRYPTION_FAILED = "token_decryption_failed"
+    TOKEN_REJECTION_REPORTED = "token_rejection_reported"
     GITHUB_CAPABILITY_ISSUED = "github_capability_issued"
     GITHUB_CAPABILITY_REVOKED = "github_capability_revoked"
     GITHUB_PROXY_WRITE = "github_proxy_write"
@@ -88,6 +90,16 @@ class ErrorCode(StrEnum):
     STATE_ALREADY_USED = "state_already_used"
     ACCOUNT_MISMATCH = "account_mismatch"
     TOKEN_UNREADABLE = "token_unreadable"
+    RATE_LIMITED = "rate_limited"
+
+
+class RejectionOutcome(StrEnum):
+    """What a report that GitHub rejected a handed-out token led to (domain/rejection.py)."""
+
+    STILL_VALID = "still_valid"
+    REFRESHED = "refreshed"
+    REVOKED = "revoked"
+    STALE = "stale"
 
 
 class RequestErrorCode(StrEnum):

@@ -5,7 +5,9 @@ one; a token nobody checks out for that long drops to REFRESH_EXPIRED. The
 sweep refreshes every live token whose refresh token expires within a window
 or whose access token has expired, through the checkout's own single-flight
 path (`refresh.refresh_single_flight`), so several sweepers, and checkouts
-racing them, still refresh each credential version once. On PostgreSQL a
+racing them, still refresh each credential version once. A token with a
+window open on it (server/domain/leases.py) is left for a later sweep:
+refreshing it would kill an access token someone holds. On PostgreSQL a
 sweeper skips rows another transaction holds (`SKIP LOCKED`) rather than
 queueing behind it; the compare-and-swap on credential_version makes a
 second refresh of the same version impossible either way.
@@ -29,8 +31,9 @@ from server.crypto import Keyring
 from server.domain.enums import AppType, ErrorCode
 from server.domain.errors import Refusal
 from server.domain.github_access import GitHubAccess
+from server.domain.leases import no_window_open, window_open
 from server.domain.locks import KeyedLocks
-from server.domain.refresh import Locked, refresh_single_flight, refresh_token_usable
+from server.domain.refresh import refresh_single_flight, refresh_token_usable
 from server.storage.tables import UserGithubAppToken as Token
 from server.storage.token_counts import KEPT_DUE_WINDOW, counts_at
 
@@ -88,10 +91,10 @@ async def count_due(now: datetime, within: timedelta = DEFAULT_WINDOW) -> int:
 async def due_candidates(
     now: datetime, within: timedelta, limit: int | None
 ) -> list[dict[str, Any]]:
-    """(user, app type, version) of the due rows, most urgent first."""
+    """(user, app type, version) of the due rows that no window holds, most urgent first."""
     query = (
         Token.select(Token.user_id, Token.github_app_type, Token.credential_version)
-        .where(due_condition(now, within))
+        .where(due_condition(now, within) & no_window_open(now))
         .order_by(Token.refresh_token_expires_at, Token.id)
     )
     if limit is not None:
@@ -156,17 +159,12 @@ async def sweep(
 
     async def one(candidate: dict[str, Any]) -> str:
         app_type = AppType(candidate["github_app_type"])
-
-        async def settled(locked: Locked) -> str:
-            return "refreshed" if locked.refreshed else "skipped"
-
-        outcome = await refresh_single_flight(
+        outcome, led = await refresh_single_flight(
             None,
             candidate["user_id"],
             app_type,
             seen_version=candidate["credential_version"],
-            due=lambda row: is_due(row, now, within),
-            then=settled,
+            due=lambda row: is_due(row, now, within) and not window_open(row, now),
             trigger=TRIGGER,
             now=now,
             keyring=keyring,
@@ -177,7 +175,7 @@ async def sweep(
         if isinstance(outcome, Refusal):
             # NOT_CONNECTED / TOKEN_REVOKED: gone, revoked or held elsewhere meanwhile.
             return _OUTCOME_OF_ERROR.get(outcome.code, "skipped")
-        return outcome
+        return "refreshed" if led and outcome.refreshed else "skipped"
 
     async def worker() -> None:
         # One shared iterator: each candidate goes to exactly one worker.

@@ -283,6 +283,8 @@ def _token_values(data: StoreTokenInput, keyring: Keyring, now: datetime) -> dic
         Token.refresh_token_expires_at: data.refresh_token_expires_at,
         Token.revoked_at: None,
         Token.revocation_reason: None,
+        # A new credential version: the windows promised on the old one end with it.
+        Token.leased_until: None,
         Token.updated_at: now,
     }
 
@@ -383,7 +385,8 @@ async def mark_revoked(
 ) -> None:
     """Revoke a locked row: erase both ciphertexts, bump the version, end its capabilities.
 
-    The bump is what makes a refresh in flight lose its compare-and-swap.
+    The bump is what makes a refresh in flight lose its compare-and-swap; the
+    windows promised on the revoked version end with it, on purpose.
     """
     await Token.update(
         {
@@ -391,6 +394,7 @@ async def mark_revoked(
             Token.revocation_reason: reason.value,
             Token.access_token_encrypted: None,
             Token.refresh_token_encrypted: None,
+            Token.leased_until: None,
             Token.credential_version: credential_version + 1,
             Token.updated_at: now,
         }

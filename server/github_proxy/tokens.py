@@ -27,6 +27,7 @@ from server.domain.locks import KeyedLocks
 from server.github_proxy.capabilities import Capability
 
 REUSE = timedelta(minutes=1)
+REQUEST_ALLOWANCE = timedelta(minutes=5)
 MAX_HELD = 10_000
 
 
@@ -78,10 +79,9 @@ class ProxyTokens:
         return token
 
     def _keep(self, capability: Capability, token: CheckedOutToken, now: datetime) -> None:
-        until = min(now + REUSE, capability.expires_at)
-        if token.access_token_expires_at is not None:
-            # Past this, a checkout would refresh it first.
-            until = min(until, token.access_token_expires_at - checkout.REFRESH_MARGIN)
+        # Each checkout holds a window (the default lease) on the token; a request
+        # started with a kept token has at least REQUEST_ALLOWANCE of it left.
+        until = min(now + REUSE, capability.expires_at, token.usable_until - REQUEST_ALLOWANCE)
         if until <= now:
             self._held.pop(capability.id, None)
             return

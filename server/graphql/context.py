@@ -10,11 +10,12 @@ from aiohttp import web
 from server.auth import Principal
 from server.clock import Clock
 from server.config import Settings
-from server.domain import users
+from server.domain import rejection, users
 from server.domain.changes import TokenChanges
 from server.domain.enums import AppType
 from server.domain.github_access import GitHubAccess
 from server.domain.locks import KeyedLocks
+from server.domain.rate_limits import RateLimit
 from server.github import GitHubClient
 
 # Ids created this process; bounded so a flood of distinct users cannot grow it forever.
@@ -32,6 +33,7 @@ class Context:
     github: GitHubClient | None = None
     known_users: set[str] = field(default_factory=set)
     refresh_locks: KeyedLocks = field(default_factory=KeyedLocks)
+    rejection_reports: RateLimit = field(default_factory=rejection.report_limit)
     token_changes: TokenChanges = field(default_factory=TokenChanges)
     # A websocket's connection_init payload (Strawberry sets it); None over HTTP.
     connection_params: dict[str, object] | None = None

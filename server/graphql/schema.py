@@ -29,6 +29,7 @@ from server.graphql import (
     connect,
     disconnect,
     purge,
+    rejection,
     stats,
     status,
     tokens,
@@ -61,6 +62,7 @@ Mutation = merge_types(
         connect.Mutation,
         disconnect.Mutation,
         checkout.Mutation,
+        rejection.Mutation,
         github_capabilities.Mutation,
     ),
 )

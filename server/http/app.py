@@ -16,7 +16,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from server.clock import Clock, utc_now
 from server.config import Settings
-from server.domain import sweep
+from server.domain import rejection, sweep
 from server.domain.changes import TokenChanges
 from server.domain.enums import AppType
 from server.domain.github_access import GitHubAccess
@@ -35,6 +35,7 @@ from server.http.appkeys import (
     METRICS,
     OPEN_SOCKETS,
     REFRESH_LOCKS,
+    REJECTION_REPORTS,
     REQUEST_ID,
     SETTINGS,
     TOKEN_CHANGES,
@@ -208,6 +209,7 @@ def create_app(
     app[CLOCK] = clock
     app[KNOWN_USERS] = set()
     app[REFRESH_LOCKS] = KeyedLocks()
+    app[REJECTION_REPORTS] = rejection.report_limit()
     app[METRICS] = Metrics(multiprocess_dir=settings.metrics_multiprocess_dir)
     if settings.jwt.jwks_url is not None:
         app[JWKS] = JwksKeys(settings.jwt.jwks_url)

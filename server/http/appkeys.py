@@ -8,6 +8,7 @@ from server.clock import Clock
 from server.config import Settings
 from server.domain.changes import TokenChanges
 from server.domain.locks import KeyedLocks
+from server.domain.rate_limits import RateLimit
 from server.github import GitHubClient
 from server.http.metrics import Metrics
 from server.jwks import JwksKeys
@@ -19,6 +20,7 @@ ENGINE = web.AppKey("engine", Engine)
 GITHUB = web.AppKey("github", GitHubClient)
 KNOWN_USERS = web.AppKey("known_users", set[str])
 REFRESH_LOCKS = web.AppKey("refresh_locks", KeyedLocks)
+REJECTION_REPORTS = web.AppKey("rejection_reports", RateLimit)
 METRICS = web.AppKey("metrics", Metrics)
 JWKS = web.AppKey("jwks", JwksKeys)
 TOKEN_CHANGES = web.AppKey("token_changes", TokenChanges)

@@ -37,6 +37,7 @@ from server.http.appkeys import (
     METRICS,
     PRINCIPAL,
     REFRESH_LOCKS,
+    REJECTION_REPORTS,
     REQUEST_ID,
     SETTINGS,
     TOKEN_CHANGES,
@@ -345,5 +346,6 @@ class GhvaultGraphQLView(GraphQLView[Context, None]):
             github=app.get(GITHUB),
             known_users=app[KNOWN_USERS],
             refresh_locks=app[REFRESH_LOCKS],
+            rejection_reports=app[REJECTION_REPORTS],
             token_changes=app[TOKEN_CHANGES],
         )

@@ -54,6 +54,12 @@ class UserGithubAppToken(Table, tablename="user_github_app_tokens"):
     revocation_reason = Text(null=True, default=None, choices=RevocationReason)
     last_used_at = Timestamptz(null=True, default=None)
     last_refreshed_at = Timestamptz(null=True, default=None)
+    leased_until = Timestamptz(
+        null=True,
+        default=None,
+        help_text="End of the latest window promised on this credential_version; "
+        "nothing refreshes before it. Reset by every store, refresh and revocation.",
+    )
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())
 

@@ -8,6 +8,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from server.config import Settings
+from server.http.app import create_app
+from server.storage.tables import AuditEvent
 from tests.fake_github import STANDARD_APP, FakeGitHub
 from tests.helpers import (
     ADMIN,
@@ -49,7 +53,7 @@ mutation Checkout($userId: ID!) {
 """
 
 
-async def _store_live_token(
+async def store_live_token(
     gql: GraphQLClient,
     fake: FakeGitHub,
     now: datetime,
@@ -74,7 +78,21 @@ async def _checkout(gql: GraphQLClient, user_id: str = "alice") -> dict[str, Any
     return (await gql.data(CHECKOUT, {"userId": user_id}, auth=SERVICE))["checkoutGithubToken"]
 
 
-async def _row(database: Database) -> dict[str, Any]:
+async def client_waiting_for_github(
+    aiohttp_client: Any,
+    settings: Settings,
+    clock: MovableClock,
+    database: Database,
+    seconds: float,
+) -> GraphQLClient:
+    """The app under test, its GitHub client waiting `seconds` for an answer."""
+    patient = replace(settings, github_timeout_seconds=seconds)
+    return GraphQLClient(
+        await aiohttp_client(create_app(patient, clock=clock, engine=database.engine))
+    )
+
+
+async def token_row(database: Database) -> dict[str, Any]:
     rows = await database.fetch("SELECT * FROM user_github_app_tokens")
     assert len(rows) == 1
     return rows[0]
@@ -84,7 +102,7 @@ async def test_a_fresh_token_is_handed_out_without_refreshing(
     gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub, database: Database
 ) -> None:
     """Make sure a token with hours left comes back as stored, and its use is recorded."""
-    access, _ = await _store_live_token(gql, fake_github, clock(), expires_in=timedelta(hours=8))
+    access, _ = await store_live_token(gql, fake_github, clock(), expires_in=timedelta(hours=8))
 
     result = await _checkout(gql)
 
@@ -98,7 +116,7 @@ async def test_a_fresh_token_is_handed_out_without_refreshing(
         "refreshed": False,
     }
     assert fake_github.calls["refresh"] == 0
-    assert (await _row(database))["credential_version"] == 1
+    assert (await token_row(database))["credential_version"] == 1
     status = (await gql.data("{ viewer { githubToken { lastUsedAt } } }", auth=ALICE))["viewer"]
     assert status["githubToken"]["lastUsedAt"] == clock().isoformat()
 
@@ -107,7 +125,7 @@ async def test_a_token_near_expiry_is_refreshed_first(
     gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub, database: Database
 ) -> None:
     """Within 5 minutes of expiry the token is refreshed at GitHub and the new one stored."""
-    old_access, old_refresh = await _store_live_token(
+    old_access, old_refresh = await store_live_token(
         gql, fake_github, clock(), expires_in=timedelta(minutes=4)
     )
 
@@ -118,7 +136,7 @@ async def test_a_token_near_expiry_is_refreshed_first(
     assert fake_github.is_access_token_valid(result["accessToken"])
     assert not fake_github.is_refresh_token_valid(old_refresh)
     assert result["accessTokenExpiresAt"] == (clock() + timedelta(hours=8)).isoformat()
-    row = await _row(database)
+    row = await token_row(database)
     assert row["credential_version"] == 2
     again = await _checkout(gql)
     assert (again["accessToken"], again["refreshed"]) == (result["accessToken"], False)
@@ -129,7 +147,7 @@ async def test_concurrent_checkouts_refresh_once(
     gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub, database: Database
 ) -> None:
     """50 concurrent checkouts of an expiring token: one refresh, one new token for all."""
-    await _store_live_token(gql, fake_github, clock(), expires_in=timedelta(minutes=1))
+    await store_live_token(gql, fake_github, clock(), expires_in=timedelta(minutes=1))
 
     results = await asyncio.gather(*(_checkout(gql) for _ in range(50)))
 
@@ -138,14 +156,14 @@ async def test_concurrent_checkouts_refresh_once(
     assert len(tokens) == 1
     assert fake_github.is_access_token_valid(tokens.pop())
     assert sum(result["refreshed"] for result in results) == 1
-    assert (await _row(database))["credential_version"] == 2
+    assert (await token_row(database))["credential_version"] == 2
 
 
 async def test_bad_refresh_token_revokes_the_row(
     gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub, database: Database
 ) -> None:
     """GitHub's HTTP-200 bad_refresh_token: REFRESH_FAILED, and the token is REVOKED."""
-    await _store_live_token(
+    await store_live_token(
         gql, fake_github, clock(), expires_in=timedelta(minutes=1), refresh=refresh_token()
     )
 
@@ -155,7 +173,7 @@ async def test_bad_refresh_token_revokes_the_row(
     assert fake_github.calls["refresh"] == 1
     status = (await gql.data(VIEWER_TOKEN, auth=ALICE))["viewer"]["githubToken"]
     assert (status["state"], status["revocationReason"]) == ("REVOKED", "REFRESH_FAILED")
-    row = await _row(database)
+    row = await token_row(database)
     assert row["access_token_encrypted"] is None
     assert row["refresh_token_encrypted"] is None
     events = (
@@ -177,8 +195,8 @@ async def test_github_trouble_leaves_the_row_exactly_as_it_was(
 ) -> None:
     """5xx, a timeout or an answer too large to be GitHub's during refresh:
     GITHUB_UNAVAILABLE, row byte-for-byte unchanged."""
-    await _store_live_token(gql, fake_github, clock(), expires_in=timedelta(minutes=1))
-    before = await _row(database)
+    await store_live_token(gql, fake_github, clock(), expires_in=timedelta(minutes=1))
+    before = await token_row(database)
     if fault == "http_502":
         fake_github.fail_with_status = 502
     elif fault == "oversized_answer":
@@ -189,17 +207,51 @@ async def test_github_trouble_leaves_the_row_exactly_as_it_was(
     result = await _checkout(gql)
 
     assert result["code"] == "GITHUB_UNAVAILABLE"
-    assert await _row(database) == before
+    assert await token_row(database) == before
     fake_github.reset_switches()
     recovered = await _checkout(gql)
     assert recovered["refreshed"] is True
+
+
+async def test_checkouts_waiting_on_a_failing_refresh_share_its_one_attempt(
+    aiohttp_client: Any,
+    settings: Settings,
+    clock: MovableClock,
+    fake_github: FakeGitHub,
+    database: Database,
+) -> None:
+    """Four checkouts of a token due for refresh while GitHub times out: one attempt reaches
+    GitHub and all four share its GITHUB_UNAVAILABLE, instead of each waiter trying again in
+    turn (four timeouts, each holding SQLite's write lock). A checkout after that tries again."""
+    timeout = 5.0
+    gql = await client_waiting_for_github(aiohttp_client, settings, clock, database, timeout)
+    await store_live_token(gql, fake_github, clock(), expires_in=timedelta(minutes=1))
+    fake_github.hang_seconds = timeout * 4
+
+    async def first_attempt_under_way() -> None:
+        async with asyncio.timeout(timeout * 4):
+            while fake_github.calls["refresh"] == 0:  # noqa: ASYNC110 -- the fake only counts
+                await asyncio.sleep(0.01)
+
+    leader = asyncio.ensure_future(_checkout(gql))
+    await first_attempt_under_way()
+    waiters = asyncio.gather(*(_checkout(gql) for _ in range(3)))
+    results = [await leader, *await waiters]
+
+    assert [result["code"] for result in results] == ["GITHUB_UNAVAILABLE"] * 4
+    assert fake_github.calls["refresh"] == 1
+    failures = await AuditEvent.count().where(AuditEvent.action == "token_refresh_failed")
+    assert failures == 1
+    fake_github.hang_seconds = 0
+    assert (await _checkout(gql))["refreshed"] is True
+    assert fake_github.calls["refresh"] == 2
 
 
 async def test_an_expired_refresh_token_fails_without_calling_github(
     gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub
 ) -> None:
     """Past the refresh token's expiry: REFRESH_FAILED and no request to GitHub."""
-    await _store_live_token(gql, fake_github, clock(), expires_in=timedelta(hours=8))
+    await store_live_token(gql, fake_github, clock(), expires_in=timedelta(hours=8))
     clock.advance(timedelta(days=181))
 
     result = await _checkout(gql)
@@ -212,7 +264,7 @@ async def test_revoked_and_missing_tokens_are_not_handed_out(
     gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub
 ) -> None:
     """TOKEN_REVOKED after a revoke, NOT_CONNECTED for a user without tokens."""
-    await _store_live_token(gql, fake_github, clock(), expires_in=timedelta(hours=8))
+    await store_live_token(gql, fake_github, clock(), expires_in=timedelta(hours=8))
     await gql.data(REVOKE, {"input": {}}, auth=ALICE)
 
     assert (await _checkout(gql))["code"] == "TOKEN_REVOKED"
@@ -224,7 +276,7 @@ async def test_only_a_service_may_check_out(
     gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub, caller: str
 ) -> None:
     """Plaintext tokens go to SERVICE principals only."""
-    access, _ = await _store_live_token(gql, fake_github, clock(), expires_in=timedelta(hours=8))
+    access, _ = await store_live_token(gql, fake_github, clock(), expires_in=timedelta(hours=8))
     body = await gql.post(CHECKOUT, {"userId": "alice"}, auth=caller)
     assert error_codes(body) == ["FORBIDDEN"]
     assert access not in str(body)
@@ -234,7 +286,7 @@ async def test_revocation_wins_over_a_refresh_in_flight(
     gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub, database: Database
 ) -> None:
     """A revoke racing a refresh never leaves an unrevoked row holding fresh tokens."""
-    await _store_live_token(gql, fake_github, clock(), expires_in=timedelta(minutes=1))
+    await store_live_token(gql, fake_github, clock(), expires_in=timedelta(minutes=1))
     fake_github.hang_seconds = GITHUB_TIMEOUT_SECONDS / 3
 
     async def revoke_once_the_refresh_is_at_github() -> dict[str, Any]:
@@ -250,7 +302,7 @@ async def test_revocation_wins_over_a_refresh_in_flight(
     assert fake_github.calls["refresh"] == 1, "the refresh was in flight when revoke came"
     assert revoke["revokeToken"]["token"]["state"] == "REVOKED"
     assert checkout["__typename"] == "CheckoutSuccess" or checkout["code"] == "TOKEN_REVOKED"
-    row = await _row(database)
+    row = await token_row(database)
     assert row["revoked_at"] is not None
     assert (row["access_token_encrypted"], row["refresh_token_encrypted"]) == (None, None)
     assert (await _checkout(gql))["code"] == "TOKEN_REVOKED"
@@ -260,7 +312,7 @@ async def test_a_tampered_ciphertext_is_reported_and_audited(
     gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub, database: Database
 ) -> None:
     """A damaged value gives TOKEN_UNREADABLE and an audit event; other users unaffected."""
-    await _store_live_token(gql, fake_github, clock(), expires_in=timedelta(hours=8))
+    await store_live_token(gql, fake_github, clock(), expires_in=timedelta(hours=8))
     bob_access, bob_refresh = fake_github.seed_token(STANDARD_APP.client_id, 4242, "bob-gh")
     bob = store_input(
         "bob", now=clock(), github_user_id="4242", github_login="bob-gh", access=bob_access
@@ -301,7 +353,7 @@ def _free_port() -> int:
 
 
 @asynccontextmanager
-async def _server_process(env: dict[str, str], port: int) -> AsyncIterator[str]:
+async def server_process(env: dict[str, str], port: int) -> AsyncIterator[str]:
     """A real `ghvault serve`, until the block ends."""
     ghvault = Path(sys.executable).parent / "ghvault"
     process = await asyncio.create_subprocess_exec(
@@ -347,8 +399,8 @@ async def test_two_server_processes_refresh_once(
     headers = {"Authorization": SERVICE}
 
     async with (
-        _server_process(env, _free_port()) as first,
-        _server_process(env, _free_port()) as second,
+        server_process(env, _free_port()) as first,
+        server_process(env, _free_port()) as second,
         aiohttp.ClientSession(headers=headers) as session,
     ):
 
@@ -367,15 +419,15 @@ async def test_two_server_processes_refresh_once(
     assert len(tokens) == 1
     assert tokens != {access}
     assert fake_github.is_access_token_valid(tokens.pop())
-    assert (await _row(database))["credential_version"] == 2
+    assert (await token_row(database))["credential_version"] == 2
 
 
 async def test_github_down_fails_only_what_needs_github(
     gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub
 ) -> None:
     """With GitHub hanging: fresh checkouts and status reads work; refreshes fail in time."""
-    await _store_live_token(gql, fake_github, clock(), expires_in=timedelta(hours=8))
-    await _store_live_token(
+    await store_live_token(gql, fake_github, clock(), expires_in=timedelta(hours=8))
+    await store_live_token(
         gql, fake_github, clock(), expires_in=timedelta(minutes=1), user_id="bob", github_id="77"
     )
     fake_github.hang_seconds = GITHUB_TIMEOUT_SECONDS * 10

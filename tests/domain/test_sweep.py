@@ -7,51 +7,27 @@ import itertools
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from server.config import Settings
 from server.domain.enums import AppType
 from server.domain.github_access import GitHubAccess
 from server.domain.locks import KeyedLocks
 from server.domain.sweep import SweepReport, count_due, due_condition, is_due, sweep
-from server.github import GitHubClient, new_client_session
 from server.http.app import create_app
 from server.storage.tables import AuditEvent, User
 from server.storage.tables import UserGithubAppToken as Token
 from tests.fake_github import FakeGitHub
-from tests.helpers import T0, Database, base_env, github_env
+from tests.helpers import PATIENT_GITHUB_TIMEOUT_SECONDS, T0, Database, base_env, github_env
 from tests.seeding import seed_tokens
 
 NOW = T0
 DUE_SOON = (timedelta(hours=8), timedelta(days=10))  # refresh token lapses within 30 days
 ACCESS_EXPIRED = (-timedelta(hours=1), timedelta(days=150))  # access token already expired
 IDLE = (timedelta(hours=8), timedelta(days=150))  # nothing to do
-SWEEP_GITHUB_TIMEOUT_SECONDS = 10.0
-
-
-@pytest.fixture
-async def github(
-    settings: Settings, fake_github: FakeGitHub
-) -> AsyncIterator[dict[AppType, GitHubAccess]]:
-    # Generous: a refresh GitHub answered after the client gave up would spend the
-    # refresh token without the row learning the new one, and a loaded CI machine
-    # is slow; the 5xx test covers what a failed call leaves behind.
-    async with new_client_session(SWEEP_GITHUB_TIMEOUT_SECONDS) as session:
-        client = GitHubClient(
-            session,
-            oauth_base_url=settings.github_oauth_base_url,
-            api_base_url=settings.github_api_base_url,
-        )
-        yield {
-            app_type: GitHubAccess(client, settings.github_apps.get(app_type))
-            for app_type in AppType
-        }
 
 
 async def _sweep(settings: Settings, github: dict[AppType, GitHubAccess], **kwargs: Any):
@@ -280,11 +256,13 @@ async def test_the_in_process_sweeper_refreshes_in_the_background(
     assert set((await _versions()).values()) == {2}
 
 
-async def _refresh_due_process(env: dict[str, str]) -> tuple[int, str, str]:
+async def refresh_due_process(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """`ghvault refresh-due *args`: its exit code, stdout and stderr."""
     ghvault = Path(sys.executable).parent / "ghvault"
     process = await asyncio.create_subprocess_exec(
         str(ghvault),
         "refresh-due",
+        *args,
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -313,11 +291,11 @@ async def test_two_refresh_due_processes_refresh_each_due_token_once(
         DATABASE_URL=database.url,
         **{
             **github_env(fake_github),
-            "GITHUB_TIMEOUT_SECONDS": str(SWEEP_GITHUB_TIMEOUT_SECONDS),
+            "GITHUB_TIMEOUT_SECONDS": str(PATIENT_GITHUB_TIMEOUT_SECONDS),
         },
     )
 
-    results = await asyncio.gather(_refresh_due_process(env), _refresh_due_process(env))
+    results = await asyncio.gather(refresh_due_process(env), refresh_due_process(env))
 
     assert [code for code, _, _ in results] == [0, 0], results
     assert fake_github.calls["refresh"] == 100

@@ -39,6 +39,7 @@ MATRIX: dict[str, tuple[str, str, str, str, str]] = {
     "completeGithubConnect": (UNAUTH, OK, "ACCOUNT_MISMATCH", FORBID, FORBID),
     "disconnectGithub": (UNAUTH, OK, OK, FORBID, FORBID),
     "checkoutGithubToken": (UNAUTH, FORBID, FORBID, FORBID, OK),
+    "reportGithubTokenRejected": (UNAUTH, FORBID, FORBID, FORBID, OK),
     "issueGithubCapability": (UNAUTH, FORBID, FORBID, FORBID, OK),
     "revokeGithubCapability": (UNAUTH, FORBID, FORBID, OK, OK),
     "githubTokenChanged": (UNAUTH, OK, FORBID, OK, FORBID),
@@ -163,6 +164,11 @@ _operation("disconnectGithub", f"mutation {{ disconnectGithub {RESULT} }}", lamb
 _operation(
     "checkoutGithubToken",
     f"mutation($u: ID!) {{ checkoutGithubToken(userId: $u) {RESULT} }}",
+    lambda cell: {"u": cell.target},
+)
+_operation(
+    "reportGithubTokenRejected",
+    f"mutation($u: ID!) {{ reportGithubTokenRejected(userId: $u, credentialVersion: 1) {RESULT} }}",
     lambda cell: {"u": cell.target},
 )
 

@@ -305,7 +305,7 @@ async def test_a_revocation_by_webhook_reaches_the_user(
 async def test_a_checkout_alone_pushes_nothing(
     gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub
 ) -> None:
-    """The commit worker using a token notes lastUsedAt; that is not worth a push."""
+    """The commit worker using a token notes lastUsedAt and its window; not worth a push."""
     access, refresh = fake_github.seed_token(STANDARD_APP.client_id, 583231, "octocat")
     await gql.data(
         STORE, store_input("alice", now=clock(), access=access, refresh=refresh), auth=SERVICE

@@ -422,6 +422,59 @@ async def test_token_counts_come_with_forwards_and_go_with_backwards(
         assert await assert_stats_agree_with_rows() > 10
 
 
+LEASES_MIGRATION = "2026-12-04T10:00:00:000000"
+
+
+async def token_columns(target: Target) -> set[str]:
+    async with connect(target) as connection:
+        if target.is_sqlite:
+            rows = await connection.fetch(
+                "SELECT name FROM pragma_table_info('user_github_app_tokens')"
+            )
+        else:
+            rows = await connection.fetch(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND table_name = 'user_github_app_tokens'"
+            )
+    return {name for (name,) in rows}
+
+
+async def test_the_leases_migration_goes_back_to_reasons_earlier_code_knows(
+    empty_database: Target,
+) -> None:
+    """Make sure leased_until comes with forwards and goes with backwards, which rewrites
+    the github_rejected revocations to refresh_failed (earlier code knows no other reason
+    that tells the user to connect again) and touches nothing else."""
+    target = empty_database
+    run_piccolo_ok("migrations", "forwards", "all", target=target)
+    assert "leased_until" in await token_columns(target)
+    async with connect(target) as connection:
+        for user, reason in (("rejected", "github_rejected"), ("admin", "admin")):
+            await add_user(connection, user)
+            token_id = await add_token(connection, user, "standard", unique("gh"))
+            await connection.execute(
+                "UPDATE user_github_app_tokens SET revocation_reason = $1, revoked_at = $2, "
+                "leased_until = $2 WHERE id = $3",
+                reason,
+                connection.time(datetime.now(UTC)),
+                token_id,
+            )
+
+    run_piccolo_ok(
+        "migrations", "backwards", "ghvault", LEASES_MIGRATION, "--auto_agree", target=target
+    )
+
+    assert "leased_until" not in await token_columns(target)
+    assert migration_status(target)[LEASES_MIGRATION] == "False"
+    async with connect(target) as connection:
+        reasons = await connection.fetch(
+            "SELECT user_id, revocation_reason FROM user_github_app_tokens ORDER BY user_id"
+        )
+    assert reasons == [("admin", "admin"), ("rejected", "refresh_failed")]
+    run_piccolo_ok("migrations", "forwards", "all", target=target)
+    assert "leased_until" in await token_columns(target)
+
+
 # ---------------------------------------------------------------- schema vs tables
 
 _DIFFER = """

@@ -83,6 +83,21 @@ async def test_emptying_the_tokens_at_once_empties_the_counts(database: Database
     await assert_stats_agree_with_rows({T0, T0 + timedelta(hours=9)})
 
 
+async def test_a_window_opened_on_a_token_moves_no_count(database: Database) -> None:
+    """Make sure what every checkout writes (its window and last_used_at) fires no count
+    change: the kept rows stay exactly as they were, nothing appended on PostgreSQL."""
+    await insert_varied_tokens()
+    await token_stats(T0)
+    before = await kept_rows(database)
+
+    await Token.update(
+        {Token.leased_until: T0 + timedelta(minutes=10), Token.last_used_at: T0}, force=True
+    )
+
+    assert await kept_rows(database) == before
+    await assert_stats_agree_with_rows({T0, T0 + timedelta(hours=9)})
+
+
 async def test_concurrent_writes_and_reads_keep_the_counts_exact(database: Database) -> None:
     """Make sure writers and readers (each folding PostgreSQL's changes) running at once
     neither lose nor double a change."""
