@@ -186,6 +186,36 @@ BAD_CONFIGS = [
         {"SHUTDOWN_GRACE_SECONDS": "nan"}, "SHUTDOWN_GRACE_SECONDS", "nan", id="nan-grace"
     ),
     pytest.param(
+        {"GITHUB_GIT_BASE_URL": "ssh://git@github.example"},
+        "GITHUB_GIT_BASE_URL",
+        "git@github.example",
+        id="git-base-not-http",
+    ),
+    pytest.param(
+        {"GITHUB_PROXY_PUBLIC_URL": "vault.example.com"},
+        "GITHUB_PROXY_PUBLIC_URL",
+        "vault.example.com",
+        id="public-url-without-scheme",
+    ),
+    pytest.param(
+        {"GITHUB_PROXY_REQUESTS_PER_MINUTE": "0"},
+        "GITHUB_PROXY_REQUESTS_PER_MINUTE",
+        None,
+        id="no-requests-per-minute",
+    ),
+    pytest.param(
+        {"GITHUB_PROXY_MAX_GIT_BODY_BYTES": "lots"},
+        "GITHUB_PROXY_MAX_GIT_BODY_BYTES",
+        "lots",
+        id="git-body-limit-word",
+    ),
+    pytest.param(
+        {"GITHUB_PROXY_IDLE_TIMEOUT_SECONDS": "nan"},
+        "GITHUB_PROXY_IDLE_TIMEOUT_SECONDS",
+        "nan",
+        id="nan-proxy-idle-timeout",
+    ),
+    pytest.param(
         {"REFRESH_SWEEP_INTERVAL_SECONDS": "0.01"},
         "REFRESH_SWEEP_INTERVAL_SECONDS",
         "0.01",
@@ -282,6 +312,31 @@ def test_serving_limits_are_read_from_the_environment() -> None:
     serving = Settings.from_env(env).serving
     assert (serving.max_connections, serving.idle_timeout_seconds) == (50, 75.0)
     assert serving.shutdown_grace_seconds == 0.0
+
+
+def test_the_github_proxy_forwards_to_github_with_bounded_bodies_by_default() -> None:
+    proxy = Settings.from_env(base_env()).github_proxy
+    assert (proxy.git_base_url, proxy.public_url) == ("https://github.com", None)
+    assert (proxy.max_api_body_bytes, proxy.max_git_body_bytes) == (100 * 2**20, 2 * 2**30)
+    assert (proxy.requests_per_minute, proxy.idle_timeout_seconds) == (120, 300.0)
+
+
+def test_github_proxy_settings_are_read_from_the_environment() -> None:
+    env = base_env(
+        GITHUB_GIT_BASE_URL="https://ghe.example.com/",
+        GITHUB_PROXY_PUBLIC_URL="https://vault.example.com/",
+        GITHUB_PROXY_MAX_API_BODY_BYTES="2048",
+        GITHUB_PROXY_MAX_GIT_BODY_BYTES="4096",
+        GITHUB_PROXY_REQUESTS_PER_MINUTE="30",
+        GITHUB_PROXY_IDLE_TIMEOUT_SECONDS="60",
+    )
+    proxy = Settings.from_env(env).github_proxy
+    assert (proxy.git_base_url, proxy.public_url) == (
+        "https://ghe.example.com",
+        "https://vault.example.com",
+    )
+    assert (proxy.max_api_body_bytes, proxy.max_git_body_bytes) == (2048, 4096)
+    assert (proxy.requests_per_minute, proxy.idle_timeout_seconds) == (30, 60.0)
 
 
 def test_environment_without_ghvault_env_is_development() -> None:

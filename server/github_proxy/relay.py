@@ -3,8 +3,10 @@
 Every request goes the same way (`GitHubProxy._answer`): its target is
 checked before anything is read, so a malformed request costs nothing; then
 the capability is redeemed, rate-limited and matched against the target;
-only then is the user's token taken (`_token_for`), the request streamed to
-the configured host and the answer streamed back, never buffered whole.
+only then is the user's token taken, with a window on it (`_token_for`), the
+request streamed to the configured host and the answer streamed back, never
+buffered whole. A 401 from GitHub is reported as a rejected token once
+(`_rejected`) before the worker gets it.
 Writes are audited once GitHub has answered, or failed to. Every refusal is a
 4xx saying why; a 5xx only ever means GitHub, or the token, is unavailable.
 """
@@ -42,7 +44,15 @@ from server.github_proxy.upstream import (
     rewritable,
     upstreams,
 )
-from server.http.appkeys import CLOCK, GITHUB, METRICS, REFRESH_LOCKS, REQUEST_ID, SETTINGS
+from server.http.appkeys import (
+    CLOCK,
+    GITHUB,
+    METRICS,
+    REFRESH_LOCKS,
+    REJECTION_REPORTS,
+    REQUEST_ID,
+    SETTINGS,
+)
 from server.http.request_context import REQUEST_ID_HEADER
 
 logger = logging.getLogger("ghvault.github_proxy")
@@ -168,7 +178,7 @@ class GitHubProxy:
         if token.github_user_id != capability.github_user_id:
             # The user connected another GitHub account since: not the one it was issued for.
             return self._refuse(upstream, UNAUTHENTICATED)
-        return await self._forward(request, upstream, target, capability, token.access_token, now)
+        return await self._forward(request, upstream, target, capability, token, now)
 
     async def _token_for(
         self, app: web.Application, capability: Capability, now: datetime
@@ -179,10 +189,32 @@ class GitHubProxy:
             capability,
             now=now,
             keyring=settings.keyring,
-            github=GitHubAccess(
-                client=app[GITHUB], app=settings.github_apps.get(capability.app_type)
-            ),
+            github=self._github(app, capability),
             locks=app[REFRESH_LOCKS],
+        )
+
+    async def _rejected(
+        self, request: web.Request, capability: Capability, token: CheckedOutToken, now: datetime
+    ) -> None:
+        """GitHub answered 401 to the token: report it once (refreshed, or revoked, when
+        GitHub confirms it is dead), then the worker gets GitHub's answer; its next
+        request takes whatever token that left."""
+        app = request.app
+        report = await self._tokens.rejected(
+            capability,
+            token,
+            now=now,
+            keyring=app[SETTINGS].keyring,
+            github=self._github(app, capability),
+            locks=app[REFRESH_LOCKS],
+            limit=app[REJECTION_REPORTS],
+        )
+        what = report.code.value if isinstance(report, Refusal) else report.outcome.value
+        logger.info("request %s: GitHub refused the token: %s", request[REQUEST_ID], what)
+
+    def _github(self, app: web.Application, capability: Capability) -> GitHubAccess:
+        return GitHubAccess(
+            client=app[GITHUB], app=app[SETTINGS].github_apps.get(capability.app_type)
         )
 
     async def _forward(
@@ -191,12 +223,12 @@ class GitHubProxy:
         upstream: Upstream,
         target: Target,
         capability: Capability,
-        access_token: str,
+        token: CheckedOutToken,
         now: datetime,
     ) -> _Relayed:
         assert self._session is not None, "the proxy's session starts with the app"
         headers = forwarding.to_github(request.headers)
-        headers["Authorization"] = upstream.authorization(access_token)
+        headers["Authorization"] = upstream.authorization(token.access_token)
         headers.setdefault("User-Agent", USER_AGENT)
         if upstream.route is Route.API:
             # Uncompressed, so the URL fields of JSON answers can be rewritten on the way.
@@ -221,6 +253,8 @@ class GitHubProxy:
         try:
             if target.audited:
                 await self._audit(capability, target, answer.status, now)
+            if answer.status == 401:
+                await self._rejected(request, capability, token, now)
             relayed = await self._stream_back(request, upstream, target, answer)
         finally:
             # Back to the pool when read to its end, closed otherwise.

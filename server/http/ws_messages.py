@@ -9,12 +9,13 @@ not fit closes the socket with 4400 (Bad Request) and one INFO line.
 
 from __future__ import annotations
 
-from typing import cast
-
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    Message,
+)
 
 from server.graphql.context import Context
 
@@ -81,5 +82,6 @@ class GraphQLTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return
         if message["type"] == "connection_init" and message.get("payload") is None:
             # The protocol allows a null payload; without credentials it is refused (4403).
-            message = cast(Message, {"type": "connection_init", "payload": {}})
+            credentials_missing: ConnectionInitMessage = {"type": "connection_init", "payload": {}}
+            message = credentials_missing
         await super().handle_message(message)

@@ -444,8 +444,9 @@ async def test_purge_leaves_no_byte_of_the_repositories_a_user_wrote_to_on_disk(
 async def test_a_token_github_cannot_refresh_now_is_a_503_to_retry(
     gql: GraphQLClient, clock: MovableClock, fake_github: FakeGitHub
 ) -> None:
-    """A refresh GitHub fails transiently is the proxy's 503, not the worker's fault."""
-    await store_live_token(gql, fake_github, clock(), expires_in=timedelta(minutes=4))
+    """An expired token GitHub fails to refresh right now is the proxy's 503, not the
+    worker's fault."""
+    await store_live_token(gql, fake_github, clock(), expires_in=timedelta(minutes=-1))
     capability = await issue_capability(gql)
     fake_github.fail_with_status = 502
 
