@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +117,15 @@ class PooledSQLiteEngine(SQLiteEngine):
         if self.loop_reader is not None:
             self.loop_reader.close()
             self.loop_reader = None
-        for connection in connections:
-            self._close_soon(connection)
+        # One after another: SQLite removes the -wal and -shm files when its last
+        # connection closes, and connections closing at once each see another open.
+        self._finish_anyway(self._close_in_turn(connections))
         await self._wait_for_unfinished()
+
+    @staticmethod
+    async def _close_in_turn(connections: Iterable[aiosqlite.Connection]) -> None:
+        for connection in connections:
+            await connection.close()
 
     async def _wait_for_unfinished(self) -> None:
         while self._unfinished:
